@@ -1,0 +1,26 @@
+"""gunicorn settings for sora_proxy: ``gunicorn -c config/gunicorn.conf.py wsgi:app``.
+
+gthread workers: each request gets a thread, so a download that streams for minutes holds one
+thread, not a whole worker, and the worker's heartbeat keeps running meanwhile (so ``timeout``
+never kills a long stream). Override with SORA_PROXY_BIND, WEB_CONCURRENCY, SORA_PROXY_THREADS.
+"""
+
+import os
+
+bind = os.environ.get("SORA_PROXY_BIND", "127.0.0.1:8000")
+worker_class = "gthread"
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+# Mostly idle threads waiting on the upstream; keep SORA_PROXY_POOL_MAXSIZE >= threads.
+threads = int(os.environ.get("SORA_PROXY_THREADS", "16"))
+# Heartbeat timeout for a stuck worker; gthread workers heartbeat while requests stream.
+timeout = 60
+graceful_timeout = 30
+keepalive = 5
+# Build the app once in the master so a bad setting stops start-up before any worker forks;
+# the upstream Session is made lazily in each worker (sora_proxy.upstream.UpstreamClient).
+preload_app = True
+accesslog = os.environ.get("SORA_PROXY_ACCESS_LOG", "-")
+# The default access log format prints the request line; the query string never holds keys
+# here, and the Authorization header is never part of it.
+errorlog = "-"
+loglevel = os.environ.get("SORA_PROXY_LOG_LEVEL", "info")

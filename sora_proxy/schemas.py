@@ -1,0 +1,122 @@
+"""marshmallow schemas for the bodies the proxy reads.
+
+Schemas check types and domains only; decisions that need several fields at once (the size
+to send, the reference image) belong to :mod:`sora_proxy.sizing` and :mod:`sora_proxy.plan`.
+Unknown fields are kept (``unknown = INCLUDE``) so new upstream fields pass through.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from marshmallow import INCLUDE, Schema, ValidationError, fields, validate
+
+from .errors import InvalidRequest
+from .sizing import ALLOWED_SECONDS, OFFERED_MODELS
+
+_REQUIRED = {"required": "Missing required parameter.", "null": "May not be null."}
+
+
+class SecondsField(fields.Field):
+    """``seconds`` as a string or an integer (``8`` or ``"8"``), always loaded as a string."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise ValidationError("Must be a string or an integer such as '8'.")
+        text = str(value).strip()
+        if text not in ALLOWED_SECONDS:
+            raise ValidationError(f"Must be one of {', '.join(ALLOWED_SECONDS)}.")
+        return text
+
+
+class JSONObjectField(fields.Field):
+    """An object, or a string holding a JSON object (multipart bodies can only send text)."""
+
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Any, **kwargs: Any
+    ) -> dict[str, Any]:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                raise ValidationError("Must be an object or a JSON-encoded object.") from None
+        if not isinstance(value, dict):
+            raise ValidationError("Must be an object or a JSON-encoded object.")
+        return value
+
+
+class OutputConfigSchema(Schema):
+    """``metadata.output_config``: hints the proxy turns into a ``size``."""
+
+    class Meta:
+        unknown = INCLUDE
+
+    aspect_ratio = fields.String(allow_none=True)
+    resolution = fields.Raw(allow_none=True)
+    audio_generation = fields.Raw(allow_none=True)
+
+
+class CreateVideoSchema(Schema):
+    """The body of ``POST /v1/videos`` (JSON, or multipart text parts)."""
+
+    class Meta:
+        unknown = INCLUDE
+
+    prompt = fields.String(
+        required=True,
+        validate=validate.Length(min=1, max=32000, error="Must be 1 to 32000 characters."),
+        error_messages=_REQUIRED,
+    )
+    model = fields.String(
+        validate=validate.OneOf(
+            OFFERED_MODELS, error=f"Must be one of {', '.join(OFFERED_MODELS)}."
+        )
+    )
+    size = fields.String()
+    seconds = SecondsField()
+    metadata = JSONObjectField(allow_none=True)
+    input_reference = fields.Raw(allow_none=True)
+    character_url = fields.String(allow_none=True)
+    character_timestamps = fields.Raw(allow_none=True)
+
+
+def load_or_raise(schema: Schema, data: Mapping[str, Any]) -> dict[str, Any]:
+    """Load ``data`` with ``schema``; the first problem becomes an :class:`InvalidRequest`.
+
+    The error names the field at fault in ``param`` with a dotted path
+    (``metadata.output_config.aspect_ratio``).
+    """
+    try:
+        return schema.load(data)
+    except ValidationError as error:
+        param, message = _first_error(error.messages)
+        raise InvalidRequest(f"Invalid '{param}': {message}", param=param) from None
+
+
+def load_output_config(metadata: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """``metadata.output_config`` validated, or ``None`` when absent."""
+    if not metadata or metadata.get("output_config") is None:
+        return None
+    raw = metadata["output_config"]
+    if not isinstance(raw, Mapping):
+        raise InvalidRequest(
+            "Invalid 'metadata.output_config': Must be an object.",
+            param="metadata.output_config",
+        )
+    try:
+        return OutputConfigSchema().load(raw)
+    except ValidationError as error:
+        param, message = _first_error(error.messages)
+        full = f"metadata.output_config.{param}"
+        raise InvalidRequest(f"Invalid '{full}': {message}", param=full) from None
+
+
+def _first_error(messages: Any, path: str = "") -> tuple[str, str]:
+    if isinstance(messages, Mapping):
+        key, value = next(iter(messages.items()))
+        return _first_error(value, f"{path}.{key}" if path else str(key))
+    if isinstance(messages, list) and messages:
+        return _first_error(messages[0], path)
+    return path or "body", str(messages)

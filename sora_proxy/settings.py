@@ -1,0 +1,174 @@
+"""Every ``SORA_PROXY_*`` setting: its default, how it is read, and how it is checked.
+
+Settings are read once, when the extension is initialised, from the host app's ``config``.
+Values may be native Python values (set in code) or strings (read from the environment by
+:func:`sora_proxy.create_app`); both are accepted. A bad value raises :class:`ConfigError`
+whose message is one line naming the key.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from .errors import ConfigError
+
+PREFIX = "SORA_PROXY_"
+MIB = 1024 * 1024
+REFERENCE_FITS = ("cover", "contain", "reject", "pass")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The proxy's configuration, parsed and validated.
+
+    Attribute names are the config keys without the ``SORA_PROXY_`` prefix, lower-cased.
+    """
+
+    upstream_url: str
+    upstream_api_key: str | None = None
+    api_keys: tuple[str, ...] = ()
+    allow_anonymous: bool = False
+    url_prefix: str = ""
+    fetch_allow_private: bool = False
+    fetch_timeout: float = 20.0
+    max_reference_bytes: int = 20 * MIB
+    reference_fit: str = "cover"
+    forward_metadata: bool = False
+    connect_timeout: float = 10.0
+    read_timeout: float = 120.0
+    pool_maxsize: int = 32
+
+    def __repr__(self) -> str:
+        # The dataclass repr would print keys; a Settings object may end up in a log line.
+        return f"Settings(upstream_url={self.upstream_url!r}, url_prefix={self.url_prefix!r})"
+
+    @property
+    def create_body_limit(self) -> int:
+        """Largest create body accepted: a base64 reference (4/3 of the image cap) plus text."""
+        return self.max_reference_bytes * 4 // 3 + 2 * MIB
+
+
+def _raw(config: Mapping[str, Any], name: str) -> Any:
+    return config.get(PREFIX + name)
+
+
+def _string(config: Mapping[str, Any], name: str, default: str | None) -> str | None:
+    value = _raw(config, name)
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise ConfigError(PREFIX + name, f"must be a string, got {type(value).__name__}")
+    value = value.strip()
+    return value if value else default
+
+
+def _boolean(config: Mapping[str, Any], name: str, default: bool) -> bool:
+    value = _raw(config, name)
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ConfigError(PREFIX + name, "must be true or false")
+
+
+def _number(
+    config: Mapping[str, Any], name: str, default: float, *, integer: bool = False
+) -> Any:
+    value = _raw(config, name)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return default
+    try:
+        number = int(value) if integer else float(value)
+    except (TypeError, ValueError):
+        kind = "a whole number" if integer else "a number"
+        raise ConfigError(PREFIX + name, f"must be {kind}") from None
+    if isinstance(value, bool) or not number > 0:
+        raise ConfigError(PREFIX + name, "must be a positive number")
+    return number
+
+
+def _key_list(config: Mapping[str, Any], name: str) -> tuple[str, ...]:
+    value = _raw(config, name)
+    if value is None:
+        return ()
+    items = value.split(",") if isinstance(value, str) else list(value)
+    keys = tuple(str(item).strip() for item in items if str(item).strip())
+    for key in keys:
+        if any(ch.isspace() for ch in key):
+            raise ConfigError(PREFIX + name, "keys may not contain whitespace")
+    return keys
+
+
+def _upstream_url(url: str | None) -> str:
+    if not url:
+        raise ConfigError(PREFIX + "UPSTREAM_URL", "is not set")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            PREFIX + "UPSTREAM_URL", "must be an http(s) URL such as https://api.openai.com/v1"
+        )
+    if parts.query or parts.fragment:
+        raise ConfigError(PREFIX + "UPSTREAM_URL", "must not have a query or fragment")
+    return url.rstrip("/")
+
+
+def _url_prefix(value: str | None) -> str:
+    if not value:
+        return ""
+    prefix = "/" + value.strip("/")
+    if any(ch in prefix for ch in "?#<> ") or "//" in prefix:
+        raise ConfigError(PREFIX + "URL_PREFIX", "must be a plain path such as /ai")
+    return prefix
+
+
+def load_settings(config: Mapping[str, Any], *, has_authenticate: bool = False) -> Settings:
+    """Parse and validate the ``SORA_PROXY_*`` keys of ``config``.
+
+    :param has_authenticate: the host app passed an ``authenticate`` callback, so callers are
+        identified even without ``SORA_PROXY_API_KEYS``.
+    :raises ConfigError: on the first bad value, naming its key.
+    """
+    upstream_api_key = _string(config, "UPSTREAM_API_KEY", None)
+    api_keys = _key_list(config, "API_KEYS")
+    allow_anonymous = _boolean(config, "ALLOW_ANONYMOUS", False)
+    if upstream_api_key and not api_keys and not has_authenticate and not allow_anonymous:
+        raise ConfigError(
+            PREFIX + "API_KEYS",
+            "is empty while SORA_PROXY_UPSTREAM_API_KEY is set: anyone could spend that key; "
+            "set caller keys or SORA_PROXY_ALLOW_ANONYMOUS=true",
+        )
+    fit = (_string(config, "REFERENCE_FIT", "cover") or "cover").lower()
+    if fit not in REFERENCE_FITS:
+        raise ConfigError(PREFIX + "REFERENCE_FIT", f"must be one of {', '.join(REFERENCE_FITS)}")
+    return Settings(
+        upstream_url=_upstream_url(_string(config, "UPSTREAM_URL", None)),
+        upstream_api_key=upstream_api_key,
+        api_keys=api_keys,
+        allow_anonymous=allow_anonymous,
+        url_prefix=_url_prefix(_string(config, "URL_PREFIX", "")),
+        fetch_allow_private=_boolean(config, "FETCH_ALLOW_PRIVATE", False),
+        fetch_timeout=_number(config, "FETCH_TIMEOUT", 20.0),
+        max_reference_bytes=_number(config, "MAX_REFERENCE_BYTES", 20 * MIB, integer=True),
+        reference_fit=fit,
+        forward_metadata=_boolean(config, "FORWARD_METADATA", False),
+        connect_timeout=_number(config, "CONNECT_TIMEOUT", 10.0),
+        read_timeout=_number(config, "READ_TIMEOUT", 120.0),
+        pool_maxsize=_number(config, "POOL_MAXSIZE", 32, integer=True),
+    )
+
+
+def environment_config(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The ``SORA_PROXY_*`` variables of the environment, as config entries."""
+    source = os.environ if environ is None else environ
+    return {name: value for name, value in source.items() if name.startswith(PREFIX)}

@@ -1,0 +1,71 @@
+"""The simulator's app factory: the Videos API blueprint behind the recording middleware."""
+
+from __future__ import annotations
+
+import json
+import secrets
+
+from flask import Flask, Response
+from werkzeug.exceptions import HTTPException
+
+from .recording import RecordingMiddleware
+from .state import SimulatorState
+from .validation import SimError
+from .views import bp
+
+
+def create_simulator_app(
+    *,
+    api_key: str | None = None,
+    seconds_per_step: float = 1.0,
+    auth_header: str = "authorization",
+) -> Flask:
+    """Build the simulator app.
+
+    :param api_key: when set, every ``/v1`` request must present it, else 401.
+    :param seconds_per_step: a video is queued for one step, in progress for two, then done.
+    :param auth_header: ``"authorization"`` (``Bearer <key>``, as OpenAI) or ``"api-key"``
+        (the bare key in an ``api-key`` header, as Azure OpenAI).
+    """
+    if auth_header not in ("authorization", "api-key"):
+        raise ValueError("auth_header must be 'authorization' or 'api-key'")
+    app = Flask(__name__)
+    app.config.update(
+        SORA_SIMULATOR_API_KEY=api_key,
+        SORA_SIMULATOR_AUTH_HEADER=auth_header,
+        # Text parts may carry data URLs; the real upstream takes them, so should we.
+        MAX_FORM_MEMORY_SIZE=None,
+    )
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # keep the upstream's field order
+    state = SimulatorState(seconds_per_step=seconds_per_step)
+    app.extensions["sora_simulator"] = state
+    app.register_blueprint(bp)
+    app.register_error_handler(SimError, _render_sim_error)
+    app.register_error_handler(HTTPException, _render_http_error)
+    app.after_request(_add_request_id)
+    app.wsgi_app = RecordingMiddleware(app.wsgi_app, state)  # type: ignore[method-assign]
+    return app
+
+
+def _render_sim_error(error: SimError) -> tuple[dict[str, object], int]:
+    return error.envelope(), error.status
+
+
+def _render_http_error(error: HTTPException) -> Response:
+    """Render werkzeug's errors (404 route, 405, 416 range) as the envelope, keeping headers."""
+    status = error.code or 500
+    envelope = SimError(
+        status,
+        error.description or error.name,
+        error_type="invalid_request_error" if status < 500 else "server_error",
+    ).envelope()
+    response = Response(json.dumps(envelope), status=status, mimetype="application/json")
+    for name, value in error.get_headers():
+        if name.lower() != "content-type":
+            response.headers[name] = value
+    return response
+
+
+def _add_request_id(response: Response) -> Response:
+    response.headers.setdefault("x-request-id", f"req_{secrets.token_hex(16)}")
+    return response

@@ -1,0 +1,133 @@
+"""Running the simulator: in a background thread for tests, or in the foreground from the CLI."""
+
+from __future__ import annotations
+
+import argparse
+import threading
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any
+
+from flask import Flask
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+
+from .app import create_simulator_app
+from .state import SimulatorState
+
+
+class _QuietRequestHandler(WSGIRequestHandler):
+    """Werkzeug's handler without the one-line-per-request access log (errors still log)."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        """Log nothing: test output stays readable."""
+
+
+class SimulatorServer:
+    """The simulator on a real socket on 127.0.0.1, served from a daemon thread.
+
+    Use it as a context manager (``with SimulatorServer(seconds_per_step=0.05) as sim:``) or
+    call :meth:`start` and :meth:`stop`. It uses werkzeug's threaded server, which closes the
+    connection after each response.
+
+    :param app: a simulator app; by default one is built with ``create_kwargs``.
+    :param port: the port to listen on; 0 picks a free one.
+    :param create_kwargs: passed to :func:`create_simulator_app` when ``app`` is not given.
+    """
+
+    def __init__(self, app: Flask | None = None, *, port: int = 0, **create_kwargs: Any) -> None:
+        if app is not None and create_kwargs:
+            raise TypeError("pass either an app or create_simulator_app() arguments, not both")
+        self.app = app if app is not None else create_simulator_app(**create_kwargs)
+        self.port = port
+        self._server: BaseWSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def state(self) -> SimulatorState:
+        """The app's :class:`SimulatorState` (recorded requests, videos, armed failures)."""
+        state: SimulatorState = self.app.extensions["sora_simulator"]
+        return state
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:PORT/v1``, the URL to configure as the upstream."""
+        if self._server is None:
+            raise RuntimeError("the simulator is not running; call start() first")
+        return f"http://127.0.0.1:{self._server.server_port}/v1"
+
+    def start(self) -> SimulatorServer:
+        """Bind the socket and start serving in a daemon thread; return ``self``."""
+        if self._server is not None:
+            raise RuntimeError("the simulator is already running")
+        self._server = make_server(
+            "127.0.0.1", self.port, self.app, threaded=True, request_handler=_QuietRequestHandler
+        )
+        # A short poll interval makes stop() (and so each test's teardown) quick.
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.02},
+            name="sora-simulator",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close the socket; requests still being answered are abandoned."""
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._server = None
+        self._thread = None
+
+    def __enter__(self) -> SimulatorServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Serve the simulator in the foreground: ``python -m sora_proxy.simulator --port 8001``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m sora_proxy.simulator",
+        description="A local OpenAI-format video upstream for trying sora_proxy with no account.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8001, help="port to bind (default 8001)")
+    parser.add_argument("--api-key", default=None, help="require this key from callers")
+    parser.add_argument(
+        "--auth-header",
+        choices=("authorization", "api-key"),
+        default="authorization",
+        help="how callers present the key: 'Authorization: Bearer' or an 'api-key' header",
+    )
+    parser.add_argument(
+        "--seconds-per-step",
+        type=float,
+        default=1.0,
+        help="a video is queued 1 step, in progress 2, then completed (default 1.0)",
+    )
+    args = parser.parse_args(argv)
+    app = create_simulator_app(
+        api_key=args.api_key,
+        seconds_per_step=args.seconds_per_step,
+        auth_header=args.auth_header,
+    )
+    server = make_server(args.host, args.port, app, threaded=True)
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"sora simulator listening on http://{host}:{server.server_port}/v1", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()

@@ -1,0 +1,79 @@
+"""Shared fixtures: a real simulator upstream on 127.0.0.1, proxy apps, local file servers."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from flask import Flask
+from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.wrappers import Request, Response
+
+from sora_proxy import create_app
+from sora_proxy.simulator import SimulatorServer
+
+UPSTREAM_KEY = "sk-upstream-DO-NOT-LEAK-7f3a9c"
+CALLER_KEY = "sk-caller-ALSO-SECRET-41b2"
+
+
+@pytest.fixture
+def upstream() -> Iterator[SimulatorServer]:
+    """A fresh simulator, the real upstream, recording every request it receives."""
+    with SimulatorServer(seconds_per_step=0.05) as server:
+        yield server
+
+
+@pytest.fixture
+def make_app(upstream: SimulatorServer) -> Callable[..., Flask]:
+    """Build a proxy app pointed at the simulator; keyword args become SORA_PROXY_* keys."""
+
+    def build(**settings: Any) -> Flask:
+        config = {"SORA_PROXY_UPSTREAM_URL": upstream.base_url, "TESTING": True}
+        config.update({f"SORA_PROXY_{key.upper()}": value for key, value in settings.items()})
+        return create_app(config)
+
+    return build
+
+
+@pytest.fixture
+def client(make_app: Callable[..., Flask]):
+    """A test client of a pass-through proxy that may fetch from loopback (test servers)."""
+    return make_app(fetch_allow_private=True).test_client()
+
+
+@dataclass
+class FileServer:
+    """A tiny HTTP server on 127.0.0.1 serving fixed bodies, recording each hit."""
+
+    routes: dict[str, tuple[int, dict[str, str], bytes]] = field(default_factory=dict)
+    hits: list[str] = field(default_factory=list)
+    server: BaseWSGIServer | None = None
+
+    @property
+    def base_url(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.server_port}"
+
+    def add(self, path: str, body: bytes, status: int = 200, **headers: str) -> str:
+        self.routes[path] = (status, headers, body)
+        return self.base_url + path
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        request = Request(environ)
+        self.hits.append(request.path)
+        status, headers, body = self.routes.get(request.path, (404, {}, b"not found"))
+        return Response(body, status=status, headers=headers)(environ, start_response)
+
+
+@pytest.fixture
+def file_server() -> Iterator[FileServer]:
+    files = FileServer()
+    files.server = make_server("127.0.0.1", 0, files, threaded=True)
+    thread = threading.Thread(target=files.server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield files
+    files.server.shutdown()
+    files.server.server_close()

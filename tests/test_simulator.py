@@ -1,0 +1,564 @@
+"""The simulator against real sockets: strict create rules, the video clock, content, recording."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from PIL import Image
+
+from sora_proxy.simulator import (
+    FAIL_MARKER,
+    FailureSpec,
+    RecordedFile,
+    SimulatorServer,
+    create_simulator_app,
+    recording,
+)
+from sora_proxy.simulator.views import render
+
+STEP = 0.05
+REPO = Path(__file__).resolve().parent.parent
+
+
+def png(width: int = 720, height: int = 1280, fmt: str = "PNG") -> bytes:
+    """A real image of the given pixel size."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 40, 90)).save(buffer, fmt)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def sim() -> Iterator[SimulatorServer]:
+    with SimulatorServer(seconds_per_step=STEP) as server:
+        yield server
+
+
+def create(sim: SimulatorServer, **fields: str) -> dict:
+    response = requests.post(
+        f"{sim.base_url}/videos", files={k: (None, v) for k, v in fields.items()}
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def assert_error(response: requests.Response, status: int, message: str, param: str | None) -> None:
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["message"] == message
+    assert error["param"] == param
+    assert error["type"] == "invalid_request_error"
+    assert set(error) == {"message", "type", "param", "code"}
+
+
+# --- create -------------------------------------------------------------------------------
+
+
+def test_create_multipart_with_reference_image(sim: SimulatorServer) -> None:
+    image = png()
+    response = requests.post(
+        f"{sim.base_url}/videos",
+        data={"prompt": "a cat", "model": "sora-2", "seconds": "8"},
+        files={"input_reference": ("ref.png", image, "image/png")},
+    )
+    assert response.status_code == 200, response.text
+    video = response.json()
+    assert video["id"].startswith("video_") and len(video["id"]) == 6 + 32
+    int(video["id"][6:], 16)
+    assert video["object"] == "video"
+    assert video["status"] == "queued" and video["progress"] == 0
+    assert (video["model"], video["size"], video["seconds"]) == ("sora-2", "720x1280", "8")
+    assert isinstance(video["created_at"], int) and abs(video["created_at"] - time.time()) < 5
+    for key in ("completed_at", "expires_at", "remixed_from_video_id", "error"):
+        assert video[key] is None
+    assert response.headers["openai-poll-after-ms"] == str(int(STEP * 1000))
+    assert response.headers["x-request-id"].startswith("req_")
+
+    record = sim.state.requests[-1]
+    assert (record.method, record.path) == ("POST", "/v1/videos")
+    assert record.form["prompt"] == ["a cat"]
+    assert record.files["input_reference"] == [RecordedFile("ref.png", "image/png", image)]
+
+
+def test_create_json(sim: SimulatorServer) -> None:
+    response = requests.post(f"{sim.base_url}/videos", json={"prompt": "a dog", "extra": 1})
+    assert response.status_code == 200, response.text
+    video = response.json()
+    assert (video["model"], video["size"], video["seconds"]) == ("sora-2", "720x1280", "4")
+    assert sim.state.requests[-1].json == {"prompt": "a dog", "extra": 1}
+
+
+@pytest.mark.parametrize(
+    "reference",
+    [
+        {"image_url": "data:image/png;base64," + base64.b64encode(png(1280, 720)).decode()},
+        {
+            "image_url": "data:image/webp;base64,"
+            + base64.b64encode(png(1280, 720, "WEBP")).decode()
+        },
+        {"image_url": "https://example.invalid/ref.png"},
+        {"file_id": "file_123"},
+    ],
+)
+def test_create_json_reference_objects(sim: SimulatorServer, reference: dict) -> None:
+    body = {"prompt": "p", "size": "1280x720", "input_reference": reference}
+    response = requests.post(f"{sim.base_url}/videos", json=body)
+    assert response.status_code == 200, response.text
+    assert response.json()["size"] == "1280x720"
+
+
+def test_string_reference_rejected_in_multipart(sim: SimulatorServer) -> None:
+    files = {"prompt": (None, "p"), "input_reference": (None, "https://example.invalid/a.png")}
+    response = requests.post(f"{sim.base_url}/videos", files=files)
+    message = "Invalid type for 'input_reference': expected a file, but got a string instead."
+    assert_error(response, 400, message, "input_reference")
+
+
+def test_string_reference_rejected_in_json(sim: SimulatorServer) -> None:
+    body = {"prompt": "p", "input_reference": "https://example.invalid/a.png"}
+    response = requests.post(f"{sim.base_url}/videos", json=body)
+    message = "Invalid type for 'input_reference': expected an object, but got a string instead."
+    assert_error(response, 400, message, "input_reference")
+
+
+def test_reference_of_wrong_size_rejected(sim: SimulatorServer) -> None:
+    message = "Inpaint image must match the requested width and height"
+    files = {"input_reference": ("ref.png", png(1280, 720), "image/png")}
+    response = requests.post(f"{sim.base_url}/videos", data={"prompt": "p"}, files=files)
+    assert_error(response, 400, message, "input_reference")
+
+    url = "data:image/png;base64," + base64.b64encode(png(720, 1280)).decode()
+    body = {"prompt": "p", "size": "1280x720", "input_reference": {"image_url": url}}
+    assert_error(
+        requests.post(f"{sim.base_url}/videos", json=body), 400, message, "input_reference"
+    )
+
+
+def test_reference_must_be_an_image(sim: SimulatorServer) -> None:
+    files = {"input_reference": ("ref.png", b"not an image", "image/png")}
+    response = requests.post(f"{sim.base_url}/videos", data={"prompt": "p"}, files=files)
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "input_reference"
+
+
+def test_integer_seconds_rejected_in_json(sim: SimulatorServer) -> None:
+    response = requests.post(f"{sim.base_url}/videos", json={"prompt": "p", "seconds": 8})
+    message = "Invalid type for 'seconds': expected a string, but got an integer instead."
+    assert_error(response, 400, message, "seconds")
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({}, "prompt"),
+        ({"prompt": ""}, "prompt"),
+        ({"prompt": "x" * 32001}, "prompt"),
+        ({"prompt": "p", "model": "sora-3"}, "model"),
+        ({"prompt": "p", "size": "640x480"}, "size"),
+        ({"prompt": "p", "model": "sora-2", "size": "1792x1024"}, "size"),
+        ({"prompt": "p", "model": "sora-2-2025-12-08", "size": "1024x1792"}, "size"),
+        ({"prompt": "p", "seconds": "5"}, "seconds"),
+    ],
+)
+def test_invalid_fields_rejected(sim: SimulatorServer, fields: dict, param: str) -> None:
+    response = requests.post(
+        f"{sim.base_url}/videos",
+        files={"x": (None, "1"), **{k: (None, v) for k, v in fields.items()}},
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == param
+
+
+def test_pro_models_take_large_sizes(sim: SimulatorServer) -> None:
+    video = create(sim, prompt="p", model="sora-2-pro-2025-10-06", size="1792x1024", seconds="12")
+    assert (video["size"], video["seconds"]) == ("1792x1024", "12")
+
+
+def test_other_content_types_rejected(sim: SimulatorServer) -> None:
+    response = requests.post(f"{sim.base_url}/videos", data={"prompt": "p"})
+    assert response.status_code == 400
+    assert "multipart/form-data" in response.json()["error"]["message"]
+
+
+# --- auth ---------------------------------------------------------------------------------
+
+
+def test_api_key_required_when_set() -> None:
+    with SimulatorServer(api_key="sk-sim-secret") as sim:
+        url = f"{sim.base_url}/videos"
+        missing = requests.get(url)
+        assert missing.status_code == 401
+        assert missing.json()["error"]["code"] == "invalid_api_key"
+        wrong = requests.get(url, headers={"Authorization": "Bearer sk-wrong-presented"})
+        assert wrong.status_code == 401
+        assert wrong.json()["error"]["code"] == "invalid_api_key"
+        assert "sk-wrong" not in wrong.text
+        assert requests.get(url, headers={"api-key": "sk-sim-secret"}).status_code == 401
+        good = requests.get(url, headers={"Authorization": "Bearer sk-sim-secret"})
+        assert good.status_code == 200
+        assert sim.state.requests[-1].header("authorization") == "Bearer sk-sim-secret"
+
+
+def test_api_key_header_style() -> None:
+    with SimulatorServer(api_key="azure-key", auth_header="api-key") as sim:
+        url = f"{sim.base_url}/videos"
+        assert requests.get(url, headers={"Authorization": "Bearer azure-key"}).status_code == 401
+        assert requests.get(url, headers={"api-key": "azure-key"}).status_code == 200
+
+
+# --- the video clock ----------------------------------------------------------------------
+
+
+def test_status_clock() -> None:
+    started = 1_000_000.0
+    video = {"id": "video_x", "created_at": int(started), "_started": started}
+    timeline = [render(video, 2.0, started + seconds) for seconds in (0, 1.9, 2.1, 4, 5.9, 6, 60)]
+    assert [v["status"] for v in timeline] == [
+        "queued",
+        "queued",
+        "in_progress",
+        "in_progress",
+        "in_progress",
+        "completed",
+        "completed",
+    ]
+    assert [v["progress"] for v in timeline] == [0, 0, 2, 50, 97, 100, 100]
+    assert timeline[-1]["completed_at"] == int(started) + 6
+    assert timeline[-1]["expires_at"] == int(started) + 3600
+    assert "_started" not in timeline[0]
+
+
+def test_status_progresses_to_completed() -> None:
+    step = 0.2  # wide enough that a poll every 20 ms cannot miss the in_progress window
+    with SimulatorServer(seconds_per_step=step) as sim:
+        video = create(sim, prompt="p")
+        seen: list[tuple[str, int]] = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            response = requests.get(f"{sim.base_url}/videos/{video['id']}")
+            assert response.headers["openai-poll-after-ms"] == "200"
+            current = response.json()
+            seen.append((current["status"], current["progress"]))
+            if current["status"] == "completed":
+                break
+            time.sleep(0.02)
+    statuses = [status for status, _ in seen]
+    assert statuses[-1] == "completed"
+    assert "in_progress" in statuses
+    assert statuses == sorted(statuses, key=["queued", "in_progress", "completed"].index)
+    progress = [value for _, value in seen]
+    assert progress == sorted(progress) and progress[-1] == 100
+    assert all(0 < value < 100 for status, value in seen if status == "in_progress")
+    assert current["completed_at"] >= current["created_at"]
+    assert current["expires_at"] == current["created_at"] + 3600
+
+
+def test_failed_video(sim: SimulatorServer) -> None:
+    video = create(sim, prompt=f"p {FAIL_MARKER}")
+    time.sleep(STEP * 2.5)
+    current = requests.get(f"{sim.base_url}/videos/{video['id']}").json()
+    assert current["status"] == "failed"
+    assert set(current["error"]) == {"code", "message"}
+    assert requests.get(f"{sim.base_url}/videos/{video['id']}/content").status_code == 400
+
+
+def test_unknown_video_is_404(sim: SimulatorServer) -> None:
+    for method, suffix in (("GET", ""), ("DELETE", ""), ("GET", "/content")):
+        response = requests.request(method, f"{sim.base_url}/videos/video_nope{suffix}")
+        message = "Video with id 'video_nope' not found."
+        assert_error(response, 404, message, "video_id")
+
+
+def test_delete_then_404(sim: SimulatorServer) -> None:
+    video = create(sim, prompt="p")
+    response = requests.delete(f"{sim.base_url}/videos/{video['id']}")
+    assert response.json() == {"id": video["id"], "object": "video.deleted", "deleted": True}
+    assert requests.get(f"{sim.base_url}/videos/{video['id']}").status_code == 404
+    assert requests.delete(f"{sim.base_url}/videos/{video['id']}").status_code == 404
+
+
+def test_list(sim: SimulatorServer) -> None:
+    ids = [create(sim, prompt=f"p{n}")["id"] for n in range(3)]
+    page = requests.get(f"{sim.base_url}/videos").json()
+    assert page["object"] == "list"
+    assert [v["id"] for v in page["data"]] == ids[::-1]
+    assert (page["first_id"], page["last_id"], page["has_more"]) == (ids[2], ids[0], False)
+    page = requests.get(f"{sim.base_url}/videos", params={"order": "asc", "limit": 2}).json()
+    assert [v["id"] for v in page["data"]] == ids[:2] and page["has_more"] is True
+    page = requests.get(f"{sim.base_url}/videos", params={"order": "asc", "after": ids[1]}).json()
+    assert [v["id"] for v in page["data"]] == ids[2:]
+    assert requests.get(f"{sim.base_url}/videos", params={"limit": 101}).status_code == 400
+    assert requests.get(f"{sim.base_url}/videos", params={"order": "up"}).status_code == 400
+
+
+def test_remix(sim: SimulatorServer) -> None:
+    video = create(sim, prompt="p", size="1280x720")
+    url = f"{sim.base_url}/videos/{video['id']}/remix"
+    assert requests.post(url, json={"prompt": "again"}).status_code == 400
+    sim.state.complete(video["id"])
+    remix = requests.post(url, json={"prompt": "again"}).json()
+    assert remix["remixed_from_video_id"] == video["id"]
+    assert (remix["prompt"], remix["size"], remix["status"]) == ("again", "1280x720", "queued")
+
+
+# --- content ------------------------------------------------------------------------------
+
+
+def test_content_variants(sim: SimulatorServer) -> None:
+    video = create(sim, prompt="p")
+    url = f"{sim.base_url}/videos/{video['id']}/content"
+    not_ready = requests.get(url)
+    assert not_ready.status_code == 400
+    assert not_ready.json()["error"]["message"].startswith("Video is not ready yet")
+    sim.state.complete(video["id"])
+
+    mp4 = requests.get(url)
+    assert mp4.status_code == 200
+    assert mp4.headers["Content-Type"] == "video/mp4"
+    assert mp4.headers["Content-Length"] == str(len(mp4.content))
+    assert mp4.headers["Accept-Ranges"] == "bytes"
+    assert mp4.content[4:8] == b"ftyp" and b"avc1" in mp4.content
+    for variant in ("thumbnail", "spritesheet"):
+        webp = requests.get(url, params={"variant": variant})
+        assert webp.headers["Content-Type"] == "image/webp"
+        assert webp.content[:4] == b"RIFF" and webp.content[8:12] == b"WEBP"
+        assert Image.open(io.BytesIO(webp.content)).format == "WEBP"
+    assert requests.get(url, params={"variant": "gif"}).json()["error"]["param"] == "variant"
+    assert sim.state.requests[-2].query == {"variant": ["spritesheet"]}
+
+
+def test_content_ranges(sim: SimulatorServer) -> None:
+    video = create(sim, prompt="p")
+    sim.state.complete(video["id"])
+    url = f"{sim.base_url}/videos/{video['id']}/content"
+    full = requests.get(url)
+    size = len(full.content)
+    for header, start, end in (
+        ("bytes=0-99", 0, 99),
+        ("bytes=100-", 100, size - 1),
+        ("bytes=-50", size - 50, size - 1),
+    ):
+        part = requests.get(url, headers={"Range": header})
+        assert part.status_code == 206
+        assert part.headers["Content-Range"] == f"bytes {start}-{end}/{size}"
+        assert part.content == full.content[start : end + 1]
+        assert part.headers["Content-Length"] == str(end + 1 - start)
+    unsatisfiable = requests.get(url, headers={"Range": f"bytes={size}-"})
+    assert unsatisfiable.status_code == 416
+    assert unsatisfiable.headers["Content-Range"] == f"bytes */{size}"
+    cached = requests.get(url, headers={"If-None-Match": full.headers["ETag"]})
+    assert cached.status_code == 304
+
+
+# --- recording ----------------------------------------------------------------------------
+
+
+def test_record_holds_the_exact_bytes_sent(sim: SimulatorServer) -> None:
+    image = png()
+    boundary = "sim-test-boundary-7f3a"
+    body = b"".join(
+        [
+            f"--{boundary}\r\n".encode(),
+            b'Content-Disposition: form-data; name="prompt"\r\n\r\n',
+            "une for\u00eat \u2014 calme\r\n".encode(),
+            f"--{boundary}\r\n".encode(),
+            b'Content-Disposition: form-data; name="unknown_extra"\r\n\r\nkept\r\n',
+            f"--{boundary}\r\n".encode(),
+            b'Content-Disposition: form-data; name="input_reference"; filename="upload"\r\n',
+            b"Content-Type: application/octet-stream\r\n\r\n",
+            image,
+            f"\r\n--{boundary}--\r\n".encode(),
+        ]
+    )
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    response = requests.post(f"{sim.base_url}/videos", data=body, headers=headers)
+    assert response.status_code == 200, response.text
+    assert response.json()["prompt"] == "une for\u00eat \u2014 calme"
+
+    record = sim.state.requests[-1]
+    assert record.body == body
+    assert record.body_length == len(body) and not record.body_truncated
+    assert record.body_sha256 == hashlib.sha256(body).hexdigest()
+    assert record.headers["Content-Type"] == headers["Content-Type"]
+    assert record.form == {"prompt": ["une for\u00eat \u2014 calme"], "unknown_extra": ["kept"]}
+    assert record.files == {
+        "input_reference": [RecordedFile("upload", "application/octet-stream", image)]
+    }
+    sim.state.clear_requests()
+    assert sim.state.requests == []
+
+
+def test_record_chunked_body(sim: SimulatorServer) -> None:
+    payload = json.dumps({"prompt": "chunked"}).encode()
+    chunks = iter([payload[:5], payload[5:]])
+    headers = {"Content-Type": "application/json"}
+    response = requests.post(f"{sim.base_url}/videos", data=chunks, headers=headers)
+    assert response.status_code == 200, response.text
+    record = sim.state.requests[-1]
+    assert record.header("transfer-encoding") == "chunked"
+    assert record.body == payload and record.json == {"prompt": "chunked"}
+
+
+def test_record_truncates_huge_bodies(
+    sim: SimulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(recording, "MAX_RECORDED_BODY", 1000)
+    body = json.dumps({"prompt": "x" * 5000}).encode()
+    response = requests.post(
+        f"{sim.base_url}/videos", data=body, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 200, response.text
+    record = sim.state.requests[-1]
+    assert record.body == body[:1000] and record.body_truncated
+    assert record.body_length == len(body)
+    assert record.body_sha256 == hashlib.sha256(body).hexdigest()
+
+
+# --- failure injection --------------------------------------------------------------------
+
+
+def test_fail_with_status_once(sim: SimulatorServer) -> None:
+    sim.state.fail_next.append(FailureSpec(method="POST", status=503, headers={"retry-after": "1"}))
+    response = requests.post(f"{sim.base_url}/videos", json={"prompt": "p"})
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+    assert response.json()["error"]["code"] == "simulated_failure"
+    assert sim.state.requests[-1].json == {"prompt": "p"}
+    assert sim.state.videos == {}
+    assert requests.post(f"{sim.base_url}/videos", json={"prompt": "p"}).status_code == 200
+
+
+def test_fail_matches_method_and_path(sim: SimulatorServer) -> None:
+    sim.state.fail_next.append(FailureSpec(path_prefix="/v1/videos/", method="GET", status=500))
+    assert requests.get(f"{sim.base_url}/videos").status_code == 200
+    assert requests.post(f"{sim.base_url}/videos", json={"prompt": "p"}).status_code == 200
+    assert requests.get(f"{sim.base_url}/videos/video_x").status_code == 500
+    assert sim.state.fail_next == []
+
+
+def test_fail_with_reset(sim: SimulatorServer) -> None:
+    sim.state.fail_next.append(FailureSpec(method="POST", reset=True))
+    with pytest.raises(requests.exceptions.ConnectionError):
+        requests.post(f"{sim.base_url}/videos", json={"prompt": "p"})
+    assert sim.state.requests[-1].json == {"prompt": "p"}
+    assert requests.get(f"{sim.base_url}/videos").status_code == 200
+
+
+def test_fail_with_delay(sim: SimulatorServer) -> None:
+    sim.state.fail_next.append(FailureSpec(delay=0.5))
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        requests.get(f"{sim.base_url}/videos", timeout=(1, 0.1))
+    started = time.monotonic()
+    sim.state.fail_next.append(FailureSpec(delay=0.2))
+    assert requests.get(f"{sim.base_url}/videos").status_code == 200
+    assert time.monotonic() - started >= 0.2
+
+
+def test_fail_truncated_body(sim: SimulatorServer) -> None:
+    video = create(sim, prompt="p")
+    sim.state.complete(video["id"])
+    sim.state.fail_next.append(FailureSpec(path_prefix="/v1/videos/", truncate_after=1000))
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        requests.get(f"{sim.base_url}/videos/{video['id']}/content")
+    # On a raw socket: the full headers went out, then exactly 1000 body bytes, then EOF.
+    sim.state.fail_next.append(FailureSpec(path_prefix="/v1/videos/", truncate_after=1000))
+    port = int(sim.base_url.rsplit(":", 1)[1].split("/")[0])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        request = f"GET /v1/videos/{video['id']}/content HTTP/1.1\r\nHost: sim\r\n\r\n"
+        conn.sendall(request.encode())
+        received = b""
+        while chunk := conn.recv(65536):
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    lengths = [line for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")]
+    assert len(lengths) == 1 and int(lengths[0].split(b":")[1]) > 1000
+    assert len(body) == 1000 and body[4:8] == b"ftyp"
+
+
+# --- clients and entry points -------------------------------------------------------------
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_openai_sdk_round_trip(sim: SimulatorServer) -> None:
+    openai = pytest.importorskip("openai")
+    client = openai.OpenAI(api_key="sk-any", base_url=sim.base_url, max_retries=0)
+    image = png(1280, 720)
+    video = client.videos.create(
+        prompt="sdk", size="1280x720", input_reference=("ref.png", image, "image/png")
+    )
+    assert video.status == "queued" and video.size == "1280x720"
+    assert sim.state.requests[-1].files["input_reference"][0].data == image
+    sim.state.complete(video.id)
+    assert client.videos.retrieve(video.id).status == "completed"
+    content = client.videos.download_content(video.id)
+    assert content.read()[4:8] == b"ftyp"
+    with pytest.raises(openai.BadRequestError):
+        client.videos.create(
+            prompt="sdk", size="1280x720", input_reference=("r.png", png(), "image/png")
+        )
+
+
+def test_app_without_server() -> None:
+    app = create_simulator_app(seconds_per_step=STEP)
+    response = app.test_client().post("/v1/videos", json={"prompt": "p"})
+    assert response.status_code == 200
+    assert app.extensions["sora_simulator"].requests[-1].body == b'{"prompt": "p"}'
+    with pytest.raises(ValueError):
+        create_simulator_app(auth_header="x-key")
+
+
+def test_base_url_needs_a_running_server() -> None:
+    server = SimulatorServer()
+    with pytest.raises(RuntimeError):
+        server.base_url  # noqa: B018
+    server.stop()
+
+
+def test_command_line_entry_point() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sora_proxy.simulator",
+            "--port",
+            str(port),
+            "--seconds-per-step",
+            "0.01",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline().strip()
+        base_url = f"http://127.0.0.1:{port}/v1"
+        assert line.endswith(base_url)
+        assert (
+            requests.post(f"{base_url}/videos", json={"prompt": "p"}, timeout=5).status_code == 200
+        )
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
