@@ -126,7 +126,8 @@ class FetchedStream:
     """A successful (2xx) response whose body has not been read yet.
 
     :attr content_type: the declared ``Content-Type``, informational only.
-    :attr content_length: the declared ``Content-Length``, if it was a number.
+    :attr content_length: the body's length from ``Content-Length``, when it is a number and
+        the body is not content-encoded (so it is the length ``iter_chunks`` will yield).
     """
 
     def __init__(
@@ -321,6 +322,10 @@ def _resolve(host: str, port: int, deadline_at: float, param: str) -> list[IPAdd
 
 
 def _declared_length(response: HTTPResponse) -> int | None:
+    # With a Content-Encoding the declared length is of the encoded bytes, not of what
+    # iter_chunks yields (decoded), so it says nothing about the body's real size.
+    if response.headers.get("Content-Encoding", "identity").strip().lower() != "identity":
+        return None
     value = response.headers.get("Content-Length")
     if value is None or not value.strip().isdigit():
         return None

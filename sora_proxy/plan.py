@@ -41,13 +41,14 @@ class UpstreamBody:
     content_type: str
 
 
-def fetch_policy(settings: Settings, max_bytes: int | None = None) -> FetchPolicy:
-    """The URL-fetch rules these settings give, capped at ``max_bytes`` (default: image cap)."""
+def fetch_policy(settings: Settings, *, video: bool = False) -> FetchPolicy:
+    """The URL-fetch rules for a reference image, or (``video``) a character video."""
+    deadline = settings.fetch_video_timeout if video else settings.fetch_timeout
     return FetchPolicy(
-        max_bytes=max_bytes or settings.max_reference_bytes,
+        max_bytes=settings.max_video_bytes if video else settings.max_reference_bytes,
         allow_private=settings.fetch_allow_private,
-        deadline=settings.fetch_timeout,
-        connect_timeout=min(settings.connect_timeout, settings.fetch_timeout),
+        deadline=deadline,
+        connect_timeout=min(settings.connect_timeout, deadline),
     )
 
 
@@ -78,7 +79,7 @@ def plan_create(body: FormBody, settings: Settings) -> UpstreamBody:
     if isinstance(reference, FileIdReference):
         fields[REFERENCE_PARAM] = {"file_id": reference.file_id}
         return UpstreamBody(json.dumps(fields).encode("utf-8"), "application/json")
-    parts: list[Any] = [(name, _as_text(value)) for name, value in fields.items()]
+    parts: list[Any] = [(name, form_text(value)) for name, value in fields.items()]
     if image is not None:
         parts.append((REFERENCE_PARAM, (image.filename, image.data, image.mime_type)))
     for name, upload in body.files.items():
@@ -100,5 +101,6 @@ def _reference(body: FormBody, params: dict[str, Any], settings: Settings) -> Re
     return resolve_reference(value, fetch_policy(settings))
 
 
-def _as_text(value: Any) -> str:
+def form_text(value: Any) -> str:
+    """A field value as multipart text: strings as they are, anything else as JSON."""
     return value if isinstance(value, str) else json.dumps(value)

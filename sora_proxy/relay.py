@@ -1,4 +1,4 @@
-"""The blueprint: thin views that authenticate, validate, plan and relay.
+"""The blueprint: routes, and the error handlers that render every failure as the envelope.
 
 Error handlers are registered on the blueprint, not the app: the proxy lives inside someone
 else's Flask app and must not change how the host's own routes answer errors.
@@ -10,9 +10,11 @@ import logging
 
 from flask import Blueprint, Response, current_app, request
 from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import MethodNotAllowed as RoutingMethodNotAllowed
+from werkzeug.exceptions import NotFound as RoutingNotFound
 
+from . import views
 from .auth import Authenticator
-from .bodies import read_form_body
 from .errors import (
     MethodNotAllowed,
     NotFound,
@@ -20,12 +22,29 @@ from .errors import (
     error_response,
     from_http_exception,
 )
-from .plan import plan_create
 from .settings import Settings
-from .upstream import FORWARDED_REQUEST_HEADERS, UpstreamClient, relay_response
+from .upstream import UpstreamClient
 
 log = logging.getLogger("sora_proxy")
-EXTENSION_KEY = "sora_proxy"
+EXTENSION_KEY = views.EXTENSION_KEY
+_ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+
+#: (rule, view, methods). Literal paths share a prefix with ``/v1/videos/<video_id>``;
+#: werkzeug ranks static segments above variables, so they win whatever the order here.
+ROUTES = (
+    ("/v1/videos", views.create_video, ["POST"]),
+    ("/v1/videos", views.list_videos, ["GET"]),
+    ("/v1/videos/edits", views.edit_video, ["POST"]),
+    ("/v1/videos/extensions", views.extend_video, ["POST"]),
+    ("/v1/videos/characters", views.create_character, ["POST"]),
+    ("/v1/videos/characters/<character_id>", views.get_character, ["GET"]),
+    ("/v1/videos/<video_id>", views.retrieve_video, ["GET"]),
+    ("/v1/videos/<video_id>", views.delete_video, ["DELETE"]),
+    ("/v1/videos/<video_id>/content", views.video_content, ["GET", "HEAD"]),
+    ("/v1/videos/<video_id>/remix", views.remix_video, ["POST"]),
+    ("/sora/v1/characters", views.create_character_from_url, ["POST"]),
+)
+_FALLBACK_RULES = ("/v1/videos", "/v1/videos/<path:rest>", "/sora/v1/characters")
 
 
 class ProxyState:
@@ -37,45 +56,24 @@ class ProxyState:
         self.upstream = UpstreamClient(settings)
 
 
-def proxy_state() -> ProxyState:
-    """The current app's :class:`ProxyState`."""
-    return current_app.extensions[EXTENSION_KEY]
-
-
-def forwarded_headers() -> dict[str, str]:
-    """The end-to-end request headers that go upstream."""
-    return {
-        name: request.headers[name] for name in FORWARDED_REQUEST_HEADERS if name in request.headers
-    }
-
-
-def create_video() -> Response:
-    """``POST /v1/videos``: validate, infer size, rewrite the reference, relay."""
-    state = proxy_state()
-    caller = state.authenticator.authenticate(request)
-    body = read_form_body(request, max_bytes=state.settings.create_body_limit)
-    planned = plan_create(body, state.settings)
-    headers = forwarded_headers()
-    headers["Content-Type"] = planned.content_type
-    upstream = state.upstream.send(
-        "POST",
-        "/videos",
-        headers=headers,
-        body=planned.content,
-        caller_authorization=caller.upstream_authorization,
-    )
-    return relay_response(upstream, method="POST")
-
-
-def _method_not_allowed() -> Response:
-    allowed = {"POST"}
-    raise MethodNotAllowed(
-        f"Method {request.method} is not allowed on this route.",
-        headers={"Allow": ", ".join(sorted(allowed))},
-    )
-
-
-def _unknown_route(rest: str = "") -> Response:
+def _fallback(rest: str = "") -> Response:
+    """Any path or method under the proxy's routes that no route takes: 404 or 405."""
+    adapter = current_app.url_map.bind_to_environ(request.environ)
+    allowed = []
+    for method in _ALL_METHODS:
+        try:
+            rule, _ = adapter.match(method=method, return_rule=True)
+        except (RoutingNotFound, RoutingMethodNotAllowed):
+            continue
+        except HTTPException:  # a redirect for a trailing slash: not a match either
+            continue
+        if not rule.endpoint.endswith(".fallback"):
+            allowed.append(method)
+    if allowed:
+        raise MethodNotAllowed(
+            f"Method {request.method} is not allowed on {request.path}.",
+            headers={"Allow": ", ".join(allowed)},
+        )
     raise NotFound(f"Unknown route: {request.method} {request.path}.", code="unknown_route")
 
 
@@ -97,19 +95,13 @@ def _render_unexpected(error: Exception) -> Response:
 def create_blueprint() -> Blueprint:
     """A fresh blueprint (one per app, so several apps in one process stay independent)."""
     blueprint = Blueprint("sora_proxy", __name__)
-    blueprint.add_url_rule("/v1/videos", view_func=create_video, methods=["POST"])
-    blueprint.add_url_rule(
-        "/v1/videos",
-        endpoint="videos_other_methods",
-        view_func=_method_not_allowed,
-        methods=["GET", "HEAD", "PUT", "PATCH", "DELETE"],
-    )
-    blueprint.add_url_rule(
-        "/v1/videos/<path:rest>",
-        endpoint="unknown_route",
-        view_func=_unknown_route,
-        methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"],
-    )
+    for rule, view, methods in ROUTES:
+        blueprint.add_url_rule(
+            rule, endpoint=f"{view.__name__}", view_func=view, methods=methods
+        )
+    # Registered last: for a path and method a real route takes, the real route wins.
+    for rule in _FALLBACK_RULES:
+        blueprint.add_url_rule(rule, endpoint="fallback", view_func=_fallback, methods=_ALL_METHODS)
     blueprint.register_error_handler(ProxyError, _render_proxy_error)
     blueprint.register_error_handler(HTTPException, _render_http_exception)
     blueprint.register_error_handler(Exception, _render_unexpected)

@@ -120,3 +120,113 @@ def _first_error(messages: Any, path: str = "") -> tuple[str, str]:
     if isinstance(messages, list) and messages:
         return _first_error(messages[0], path)
     return path or "body", str(messages)
+
+
+#: Ids the upstream hands out (``video_…``, ``char_…``): nothing that could change a URL path.
+ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
+_ID = validate.Regexp(ID_PATTERN, error="Must be an id of letters, digits, '_' or '-'.")
+_PROMPT = validate.Length(min=1, max=32000, error="Must be 1 to 32000 characters.")
+
+
+class ListQuerySchema(Schema):
+    """Query of ``GET /v1/videos``."""
+
+    class Meta:
+        unknown = INCLUDE
+
+    after = fields.String(validate=_ID)
+    limit = fields.Integer(
+        strict=False, validate=validate.Range(min=1, max=100, error="Must be 1 to 100.")
+    )
+    order = fields.String(validate=validate.OneOf(("asc", "desc"), error="Must be asc or desc."))
+
+
+class ContentQuerySchema(Schema):
+    """Query of ``GET|HEAD /v1/videos/{id}/content``."""
+
+    class Meta:
+        unknown = INCLUDE
+
+    variant = fields.String(
+        validate=validate.OneOf(
+            ("video", "thumbnail", "spritesheet"), error="Must be video, thumbnail or spritesheet."
+        )
+    )
+
+
+class RemixSchema(Schema):
+    """Body of ``POST /v1/videos/{id}/remix``."""
+
+    class Meta:
+        unknown = INCLUDE
+
+    prompt = fields.String(required=True, validate=_PROMPT, error_messages=_REQUIRED)
+
+
+class VideoIdSchema(Schema):
+    """``{"id": ...}``: a reference to a video the upstream already has."""
+
+    id = fields.String(required=True, validate=_ID, error_messages=_REQUIRED)
+
+
+class EditSchema(Schema):
+    """Text fields of ``POST /v1/videos/edits`` (``video`` is a file part or ``{id}``)."""
+
+    class Meta:
+        unknown = INCLUDE
+
+    prompt = fields.String(required=True, validate=_PROMPT, error_messages=_REQUIRED)
+    video = fields.Nested(VideoIdSchema)
+
+
+class ExtendSchema(EditSchema):
+    """Text fields of ``POST /v1/videos/extensions``."""
+
+    seconds = SecondsField(required=True, error_messages=_REQUIRED)
+
+
+class CharacterSchema(Schema):
+    """Text fields of ``POST /v1/videos/characters`` (``video`` is the file part)."""
+
+    class Meta:
+        unknown = INCLUDE
+
+    name = fields.String(
+        required=True,
+        validate=validate.Length(min=1, max=80, error="Must be 1 to 80 characters."),
+        error_messages=_REQUIRED,
+    )
+
+
+class TimestampsField(fields.Field):
+    """``"start,end"`` in seconds, with ``0 <= start < end``; loaded as ``(start, end)``."""
+
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Any, **kwargs: Any
+    ) -> tuple[float, float]:
+        parts = value.split(",") if isinstance(value, str) else value
+        if not isinstance(parts, (list, tuple)) or len(parts) != 2:
+            raise ValidationError("Must be 'start,end' in seconds, such as '1,3'.")
+        try:
+            start, end = (float(str(part).strip()) for part in parts)
+        except ValueError:
+            raise ValidationError("Must be 'start,end' in seconds, such as '1,3'.") from None
+        if not (0 <= start < end) or end == float("inf"):
+            raise ValidationError("Needs 0 <= start < end.")
+        return start, end
+
+
+class SoraCharacterSchema(CharacterSchema):
+    """Body of the seed's ``POST /sora/v1/characters``."""
+
+    character_url = fields.String(required=True, error_messages=_REQUIRED)
+    character_timestamps = TimestampsField(required=True, error_messages=_REQUIRED)
+
+
+def check_id(value: str, param: str) -> str:
+    """Refuse an id that could be anything but one path segment at the upstream."""
+    try:
+        _ID(value)
+    except ValidationError:
+        raise InvalidRequest(f"Invalid '{param}': {_ID.error}", param=param) from None
+    return value

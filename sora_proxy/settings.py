@@ -38,6 +38,8 @@ class Settings:
     fetch_allow_private: bool = False
     fetch_timeout: float = 20.0
     max_reference_bytes: int = 20 * MIB
+    max_video_bytes: int = 200 * MIB
+    fetch_video_timeout: float = 300.0
     reference_fit: str = "cover"
     forward_metadata: bool = False
     connect_timeout: float = 10.0
@@ -160,6 +162,8 @@ def load_settings(config: Mapping[str, Any], *, has_authenticate: bool = False) 
         fetch_allow_private=_boolean(config, "FETCH_ALLOW_PRIVATE", False),
         fetch_timeout=_number(config, "FETCH_TIMEOUT", 20.0),
         max_reference_bytes=_number(config, "MAX_REFERENCE_BYTES", 20 * MIB, integer=True),
+        max_video_bytes=_number(config, "MAX_VIDEO_BYTES", 200 * MIB, integer=True),
+        fetch_video_timeout=_number(config, "FETCH_VIDEO_TIMEOUT", 300.0),
         reference_fit=fit,
         forward_metadata=_boolean(config, "FORWARD_METADATA", False),
         connect_timeout=_number(config, "CONNECT_TIMEOUT", 10.0),

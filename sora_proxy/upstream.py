@@ -11,7 +11,7 @@ import http.cookiejar
 import logging
 import os
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -143,7 +143,7 @@ class UpstreamClient:
         *,
         headers: Mapping[str, str],
         params: Mapping[str, str] | None = None,
-        body: bytes | Iterator[bytes] | None = None,
+        body: bytes | Iterable[bytes] | None = None,
         caller_authorization: str | None = None,
     ) -> requests.Response:
         """Send one request upstream and return the streaming response.
@@ -158,7 +158,7 @@ class UpstreamClient:
             outgoing["Authorization"] = f"Bearer {self.upstream.api_key}"
         elif caller_authorization:
             outgoing["Authorization"] = caller_authorization
-        no_retry = {"x-should-retry": "false"} if method.upper() != "GET" else {}
+        no_retry = {"x-should-retry": "false"} if method == "POST" else {}
         try:
             return self.session.request(
                 method,
@@ -195,6 +195,35 @@ class RelayedResponse(Response):
     default_mimetype = None
 
 
+class UpstreamBody:
+    """The upstream's body as a WSGI iterable, read raw (undecoded) in large chunks.
+
+    ``close()`` closes the upstream response whether or not iteration ever started: the WSGI
+    server calls it when the client goes away, and an abandoned download must not keep its
+    upstream connection (and a 2 GB transfer) running.
+    """
+
+    def __init__(self, upstream: requests.Response, chunk_size: int = CHUNK_SIZE) -> None:
+        self._upstream = upstream
+        self._chunk_size = chunk_size
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            yield from self._upstream.raw.stream(self._chunk_size, decode_content=False)
+        except Exception:
+            # Headers are already sent, so the status cannot change. Re-raising makes the
+            # server drop the connection instead of ending a chunked body cleanly, so the
+            # caller sees a truncated transfer rather than a silently short file.
+            log.warning("upstream body broke off mid-stream")
+            raise
+        finally:
+            self._upstream.close()
+
+    def close(self) -> None:
+        """Release the upstream connection (idempotent)."""
+        self._upstream.close()
+
+
 def relay_response(upstream: requests.Response, *, method: str) -> Response:
     """Stream ``upstream`` back unchanged and close it when done or abandoned.
 
@@ -202,25 +231,15 @@ def relay_response(upstream: requests.Response, *, method: str) -> Response:
     otherwise: the upstream may have started the generation before failing.
     """
     headers = relayable_response_headers(upstream.headers)
-    if method.upper() == "POST" and upstream.status_code >= 500:
+    if method == "POST" and upstream.status_code >= 500:
         if "x-should-retry" not in upstream.headers:
             headers.append(("x-should-retry", "false"))
+    if method == "HEAD":
+        upstream.close()
+        return RelayedResponse([], status=upstream.status_code, headers=headers)
     return RelayedResponse(
-        _stream_body(upstream),
+        UpstreamBody(upstream),
         status=upstream.status_code,
         headers=headers,
         direct_passthrough=True,
     )
-
-
-def _stream_body(upstream: requests.Response) -> Iterator[bytes]:
-    try:
-        yield from upstream.raw.stream(CHUNK_SIZE, decode_content=False)
-    except Exception:
-        # Headers are already sent, so the status cannot change. Re-raising makes the server
-        # drop the connection instead of ending a chunked body cleanly, so the caller sees a
-        # truncated transfer rather than a silently short file.
-        log.warning("upstream body broke off mid-stream")
-        raise
-    finally:
-        upstream.close()

@@ -1,0 +1,284 @@
+"""Video uploads forwarded as they arrive: never parsed into memory or spooled to disk.
+
+A multipart body for ``edits``, ``extensions`` or ``characters`` needs no rewriting, so its bytes
+go upstream unchanged while a streaming multipart decoder watches them pass. The text parts
+before the video and the video's first bytes are checked *before* the upstream is contacted;
+the rest is checked on the way, and the body's last chunk is held back until the whole body
+has been seen and found valid, so the upstream never receives a complete request that the
+proxy would have refused.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from urllib3.fields import RequestField
+from werkzeug.sansio.multipart import (
+    Data,
+    Epilogue,
+    Field,
+    File,
+    MultipartDecoder,
+    NeedData,
+)
+
+from .bodies import nest_form_fields
+from .errors import InvalidRequest, PayloadTooLarge
+
+#: Bytes read from the client per step; large enough to keep syscalls few on 100 MB uploads.
+READ_SIZE = 1024 * 1024
+#: Text parts are small; more than this before the video is not a real upload.
+MAX_TEXT_BYTES = 1024 * 1024
+#: Bytes of the video needed to recognise its container.
+SNIFF_BYTES = 16
+
+
+def sniff_video_type(head: bytes) -> str | None:
+    """The MIME type of a video by its first bytes: MP4, QuickTime or WebM, else ``None``."""
+    if len(head) >= 12 and head[4:8] == b"ftyp":
+        return "video/quicktime" if head[8:10] == b"qt" else "video/mp4"
+    if head.startswith(b"\x1a\x45\xdf\xa3"):
+        return "video/webm"
+    return None
+
+
+@dataclass
+class UploadHead:
+    """What was seen before the upstream was contacted."""
+
+    fields: dict[str, Any]
+    file_name: str | None = None
+    file_type: str | None = None
+    complete: bool = False
+
+
+@dataclass
+class _Inspector:
+    """Feeds bytes to a multipart decoder and remembers the parts' names and text values."""
+
+    boundary: bytes
+    file_param: str
+    decoder: MultipartDecoder = field(init=False)
+    text: list[tuple[str, str]] = field(default_factory=list)
+    current: Field | File | None = None
+    buffer: bytearray = field(default_factory=bytearray)
+    text_bytes: int = 0
+    file_name: str | None = None
+    file_head: bytearray = field(default_factory=bytearray)
+    finished: bool = False
+
+    def __post_init__(self) -> None:
+        self.decoder = MultipartDecoder(self.boundary, max_form_memory_size=MAX_TEXT_BYTES)
+
+    def feed(self, chunk: bytes | None) -> None:
+        try:
+            self.decoder.receive_data(chunk)
+            self._drain()
+        except ValueError:
+            raise InvalidRequest(
+                "The multipart body is malformed.", code="invalid_multipart"
+            ) from None
+
+    def _drain(self) -> None:
+        while True:
+            event = self.decoder.next_event()
+            if isinstance(event, NeedData):
+                return
+            if isinstance(event, Epilogue):
+                self.finished = True
+                return
+            if isinstance(event, File):
+                if event.name != self.file_param or self.file_name is not None:
+                    raise InvalidRequest(
+                        f"Unexpected file part '{event.name}'; send one '{self.file_param}' file.",
+                        param=event.name or self.file_param,
+                    )
+                self.file_name = event.filename or self.file_param
+                self.current = event
+            elif isinstance(event, Field):
+                if not event.name:
+                    raise InvalidRequest(
+                        "Every multipart part needs a name.", code="invalid_multipart"
+                    )
+                self.current = event
+                self.buffer.clear()
+            elif isinstance(event, Data):
+                self._data(event)
+
+    def _data(self, event: Data) -> None:
+        if isinstance(self.current, File):
+            if len(self.file_head) < SNIFF_BYTES:
+                self.file_head += event.data[: SNIFF_BYTES - len(self.file_head)]
+            return
+        self.text_bytes += len(event.data)
+        if self.text_bytes > MAX_TEXT_BYTES:
+            raise PayloadTooLarge(f"Text parts are larger than {MAX_TEXT_BYTES} bytes.")
+        self.buffer += event.data
+        if not event.more_data and isinstance(self.current, Field):
+            try:
+                value = bytes(self.buffer).decode("utf-8")
+            except UnicodeDecodeError:
+                raise InvalidRequest(
+                    f"Part '{self.current.name}' is not UTF-8 text.", param=self.current.name
+                ) from None
+            self.text.append((self.current.name, value))
+
+    @property
+    def sniffable(self) -> bool:
+        return len(self.file_head) >= SNIFF_BYTES or (
+            self.file_name is not None and not isinstance(self.current, File)
+        )
+
+
+class StreamedUpload:
+    """A multipart request body relayed upstream as it arrives.
+
+    :param stream: the client's body stream (``request.stream``).
+    :param content_type: the client's ``Content-Type`` with its boundary, sent upstream as is.
+    :param content_length: the client's ``Content-Length``, or ``None`` for a chunked body.
+    :param max_bytes: the cap on the whole body (``SORA_PROXY_MAX_VIDEO_BYTES``).
+    :param file_param: the one file part allowed (``video``).
+    """
+
+    def __init__(
+        self,
+        stream: IO[bytes],
+        content_type: str,
+        boundary: str,
+        content_length: int | None,
+        *,
+        max_bytes: int,
+        file_param: str = "video",
+    ) -> None:
+        if content_length is not None and content_length > max_bytes:
+            raise PayloadTooLarge(f"The upload is larger than the {max_bytes}-byte limit.")
+        self.content_type = content_type
+        self.content_length = content_length
+        self._stream = stream
+        self._max_bytes = max_bytes
+        self._read_total = 0
+        self._inspector = _Inspector(boundary.encode("latin-1"), file_param)
+        self._prefix: list[bytes] = []
+
+    def read_head(self) -> UploadHead:
+        """Read until the video's first bytes (or the body's end) and check what came so far."""
+        inspector = self._inspector
+        while not inspector.finished and not inspector.sniffable:
+            chunk = self._read()
+            if not chunk:
+                inspector.feed(None)
+                if not inspector.finished:
+                    raise _ended_early()
+                break
+            self._prefix.append(chunk)
+            inspector.feed(chunk)
+        file_type = None
+        if inspector.file_name is not None:
+            file_type = sniff_video_type(bytes(inspector.file_head))
+            if file_type is None:
+                raise InvalidRequest(
+                    f"'{inspector.file_param}' is not an MP4, QuickTime or WebM video.",
+                    param=inspector.file_param,
+                    code="invalid_video",
+                )
+        return UploadHead(
+            nest_form_fields(inspector.text), inspector.file_name, file_type, inspector.finished
+        )
+
+    def body(self, check_fields: Callable[[dict[str, Any]], None]) -> Iterable[bytes]:
+        """The whole body for the upstream, with a length when the client gave one.
+
+        ``check_fields`` runs on all text parts once the body has been seen; if it raises, the
+        final chunk is never sent and the upstream sees an incomplete request.
+        """
+        chunks = self._chunks(check_fields)
+        if self.content_length is None:
+            return chunks
+        return _SizedIterable(chunks, self.content_length)
+
+    def _chunks(self, check_fields: Callable[[dict[str, Any]], None]) -> Iterator[bytes]:
+        inspector = self._inspector
+        held: bytes | None = None
+        for chunk in self._prefix:
+            if held is not None:
+                yield held
+            held = chunk
+        self._prefix = []
+        while not inspector.finished:
+            chunk = self._read()
+            if not chunk:
+                inspector.feed(None)
+                if not inspector.finished:
+                    raise _ended_early()
+                break
+            inspector.feed(chunk)
+            if held is not None:
+                yield held
+            held = chunk
+        check_fields(nest_form_fields(inspector.text))
+        if held is not None:
+            yield held
+
+    def _read(self) -> bytes:
+        chunk = self._stream.read(READ_SIZE)
+        self._read_total += len(chunk)
+        if self._read_total > self._max_bytes:
+            raise PayloadTooLarge(f"The upload is larger than the {self._max_bytes}-byte limit.")
+        return chunk
+
+
+def _ended_early() -> InvalidRequest:
+    return InvalidRequest("The multipart body ended early.", code="invalid_multipart")
+
+
+class _SizedIterable:
+    """An iterable with ``len()``, so requests sends ``Content-Length`` instead of chunking."""
+
+    def __init__(self, chunks: Iterator[bytes], length: int) -> None:
+        self._chunks = chunks
+        self._length = length
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._chunks
+
+    def __len__(self) -> int:
+        return self._length
+
+
+def multipart_stream(
+    fields: list[tuple[str, str]],
+    file_param: str,
+    filename: str,
+    file_type: str,
+    file_chunks: Iterable[bytes],
+    file_length: int | None,
+) -> tuple[Iterable[bytes], str]:
+    """Encode text ``fields`` and one streamed file as multipart/form-data, lazily.
+
+    Returns the body and its Content-Type; the body has a ``len()`` when ``file_length`` is
+    known, so it goes upstream with a ``Content-Length``.
+    """
+    boundary = uuid.uuid4().hex
+    head = bytearray()
+    for name, value in fields:
+        part = RequestField(name=name, data=value)
+        part.make_multipart()
+        head += f"--{boundary}\r\n".encode() + part.render_headers().encode("utf-8")
+        head += value.encode("utf-8") + b"\r\n"
+    file_part = RequestField(name=file_param, data=b"", filename=filename)
+    file_part.make_multipart(content_type=file_type)
+    head += f"--{boundary}\r\n".encode() + file_part.render_headers().encode("utf-8")
+    tail = f"\r\n--{boundary}--\r\n".encode()
+
+    def chunks() -> Iterator[bytes]:
+        yield bytes(head)
+        yield from file_chunks
+        yield tail
+
+    content_type = f"multipart/form-data; boundary={boundary}"
+    if file_length is None:
+        return chunks(), content_type
+    return _SizedIterable(chunks(), len(head) + file_length + len(tail)), content_type
