@@ -22,7 +22,7 @@ serve: $(STAMP)
 	$(BIN)/sora-proxy serve
 
 lint: $(STAMP)
-	$(BIN)/ruff check sora_proxy tests wsgi.py config
+	$(BIN)/ruff check sora_proxy tests wsgi.py config bench
 
 test: lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider

@@ -1,17 +1,18 @@
-"""The simulator's app factory: the Videos API blueprint behind the recording middleware."""
+"""The simulator's app factory: the Videos API blueprints behind the recording middleware."""
 
 from __future__ import annotations
 
+import hmac
 import json
 import secrets
 
-from flask import Flask, Response
+from flask import Flask, Response, current_app, request
 from werkzeug.exceptions import HTTPException
 
+from . import content, edits, views
 from .recording import RecordingMiddleware
 from .state import SimulatorState
 from .validation import SimError
-from .views import bp
 
 
 def create_simulator_app(
@@ -39,7 +40,9 @@ def create_simulator_app(
     app.json.sort_keys = False  # type: ignore[attr-defined]  # keep the upstream's field order
     state = SimulatorState(seconds_per_step=seconds_per_step)
     app.extensions["sora_simulator"] = state
-    app.register_blueprint(bp)
+    app.before_request(_authenticate)
+    for blueprint in (views.bp, content.bp, edits.bp):
+        app.register_blueprint(blueprint)
     app.register_error_handler(SimError, _render_sim_error)
     app.register_error_handler(HTTPException, _render_http_error)
     app.after_request(_add_request_id)
@@ -47,8 +50,25 @@ def create_simulator_app(
     return app
 
 
-def _render_sim_error(error: SimError) -> tuple[dict[str, object], int]:
-    return error.envelope(), error.status
+def _authenticate() -> None:
+    """Check the API key, when the app was built with one, in the configured header style."""
+    expected: str | None = current_app.config["SORA_SIMULATOR_API_KEY"]
+    if expected is None:
+        return
+    if current_app.config["SORA_SIMULATOR_AUTH_HEADER"] == "api-key":
+        presented = request.headers.get("api-key", "")
+    else:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        presented = token.strip() if scheme.lower() == "bearer" else ""
+    if not presented:
+        message = "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY'."
+        raise SimError(401, message, code="invalid_api_key")
+    if not hmac.compare_digest(presented.encode(), expected.encode()):
+        raise SimError(401, "Incorrect API key provided.", code="invalid_api_key")
+
+
+def _render_sim_error(error: SimError) -> tuple[dict[str, object], int, dict[str, str]]:
+    return error.envelope(), error.status, error.headers
 
 
 def _render_http_error(error: HTTPException) -> Response:

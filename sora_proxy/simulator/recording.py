@@ -3,31 +3,36 @@
 The body is read straight off ``wsgi.input`` before Flask parses anything, so the record holds
 the bytes exactly as they came off the wire (after the server undid any chunked transfer
 coding). The app then gets the same bytes back from a rewound spool file.
+
+Large uploads stay cheap: the body goes to a temporary file as it arrives (only its first
+:data:`MAX_RECORDED_BODY` bytes are kept in the record), and each file part is hashed while it
+is parsed, keeping only its head. A few hundred MB upload costs about 2 x 64 MiB of memory.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
+import io
 import json
-import secrets
-import socket
 import tempfile
-import time
-from collections.abc import Iterable, Iterator
-from typing import IO, TYPE_CHECKING, Any
+from collections.abc import Iterable
+from typing import IO, TYPE_CHECKING, cast
 from urllib.parse import parse_qs
 
 from werkzeug.datastructures import EnvironHeaders
 from werkzeug.formparser import parse_form_data
 from werkzeug.http import parse_options_header
 
-from .state import MAX_RECORDED_BODY, FailureSpec, RecordedFile, RecordedRequest, SimulatorState
+from .failures import apply_failure
+from .records import MAX_RECORDED_BODY, RecordedFile, RecordedRequest
+from .state import SimulatorState
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-_CHUNK = 64 * 1024
+__all__ = ["MAX_RECORDED_BODY", "RecordingMiddleware"]
+
+_CHUNK = 1024 * 1024
 _SPOOL_IN_MEMORY = 8 * 1024 * 1024
 
 
@@ -54,17 +59,41 @@ class RecordingMiddleware:
         failure = self.state.take_failure(record.method, record.path)
         if failure is None:
             return self.app(environ, start_response)
-        if failure.delay > 0:
-            time.sleep(failure.delay)
-        if failure.reset:
-            _drop_connection(environ)
-            raise ConnectionAbortedError("simulated connection reset")
-        if failure.status is not None:
-            return _failure_response(failure, start_response)
-        body = self.app(environ, start_response)
-        if failure.truncate_after is not None:
-            return _truncated(body, failure.truncate_after, environ)
-        return body
+        return apply_failure(failure, self.app, environ, start_response)
+
+
+class _FileSink(io.RawIOBase):
+    """Where the form parser writes one file part: hashed and counted, only its head kept."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+        # BytesIO.getvalue() hands its buffer over without a copy: no second 64 MiB at the end.
+        self.head = io.BytesIO()
+        self.size = 0
+        self.digest = hashlib.sha256()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        self.digest.update(data)
+        self.size += len(data)
+        room = self.limit - self.head.tell()
+        if room > 0:
+            self.head.write(data[:room])
+        return len(data)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return 0  # the parser rewinds each part when it is done; nothing to do here
+
+    def recorded(self, filename: str | None, content_type: str | None) -> RecordedFile:
+        """The :class:`RecordedFile` for what was written."""
+        data = self.head.getvalue()
+        self.head = io.BytesIO()
+        return RecordedFile(
+            filename, content_type, data, self.size, self.digest.hexdigest(), self.size > len(data)
+        )
 
 
 def _capture(environ: WSGIEnvironment) -> tuple[IO[bytes], RecordedRequest]:
@@ -79,7 +108,6 @@ def _capture(environ: WSGIEnvironment) -> tuple[IO[bytes], RecordedRequest]:
             remaining = 0
 
     spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY)
-    head = bytearray()
     digest = hashlib.sha256()
     length = 0
     while remaining is None or remaining > 0:
@@ -91,8 +119,8 @@ def _capture(environ: WSGIEnvironment) -> tuple[IO[bytes], RecordedRequest]:
         length += len(chunk)
         if remaining is not None:
             remaining -= len(chunk)
-        if len(head) < MAX_RECORDED_BODY:
-            head += chunk[: MAX_RECORDED_BODY - len(head)]
+    spool.seek(0)
+    head = spool.read(MAX_RECORDED_BODY)
     spool.seek(0)
 
     record = RecordedRequest(
@@ -100,7 +128,7 @@ def _capture(environ: WSGIEnvironment) -> tuple[IO[bytes], RecordedRequest]:
         path=environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""),
         query=parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True),
         headers=dict(EnvironHeaders(environ)),
-        body=bytes(head),
+        body=head,
         body_length=length,
         body_sha256=digest.hexdigest(),
         body_truncated=length > MAX_RECORDED_BODY,
@@ -127,59 +155,20 @@ def _parse_into(
     copy["wsgi.input_terminated"] = True
     copy["wsgi.input"] = spool
     copy["CONTENT_LENGTH"] = str(length)
+    limit = MAX_RECORDED_BODY
+
+    def sink(*_args: object, **_kwargs: object) -> IO[bytes]:
+        return cast(IO[bytes], _FileSink(limit))
+
     try:
-        _, form, files = parse_form_data(copy, silent=False)
+        _, form, files = parse_form_data(copy, stream_factory=sink, silent=False)
     except Exception:
         return
     record.form = form.to_dict(flat=False)
     record.files = {
-        name: [RecordedFile(part.filename, part.content_type, part.read()) for part in parts]
+        name: [
+            cast(_FileSink, part.stream).recorded(part.filename, part.content_type)
+            for part in parts
+        ]
         for name, parts in files.lists()
     }
-
-
-def _failure_response(failure: FailureSpec, start_response: StartResponse) -> list[bytes]:
-    """Answer an armed status failure with an OpenAI error envelope."""
-    status = failure.status or 500
-    error = {
-        "message": f"Simulated failure (HTTP {status}).",
-        "type": "server_error" if status >= 500 else "invalid_request_error",
-        "param": None,
-        "code": "simulated_failure",
-    }
-    payload = json.dumps({"error": error}).encode()
-    headers = [
-        ("Content-Type", "application/json"),
-        ("Content-Length", str(len(payload))),
-        ("x-request-id", f"req_{secrets.token_hex(16)}"),
-    ]
-    headers += list(failure.headers.items())
-    start_response(f"{status} SIMULATED", headers)
-    return [payload]
-
-
-def _truncated(body: Iterable[bytes], limit: int, environ: WSGIEnvironment) -> Iterator[bytes]:
-    """Pass through the first ``limit`` body bytes, then drop the connection."""
-    sent = 0
-    try:
-        for chunk in body:
-            if sent + len(chunk) >= limit:
-                yield chunk[: limit - sent]
-                break
-            sent += len(chunk)
-            yield chunk
-    finally:
-        close = getattr(body, "close", None)
-        if close is not None:
-            close()
-    _drop_connection(environ)
-    raise ConnectionAbortedError("simulated connection reset mid-body")
-
-
-def _drop_connection(environ: WSGIEnvironment) -> None:
-    """Shut the client socket down (werkzeug's server exposes it); no-op elsewhere."""
-    sock: Any = environ.get("werkzeug.socket")
-    if sock is None:
-        return
-    with contextlib.suppress(OSError):  # already closed by the client: nothing to drop
-        sock.shutdown(socket.SHUT_RDWR)

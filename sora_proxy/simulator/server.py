@@ -6,16 +6,37 @@ import argparse
 import threading
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from .app import create_simulator_app
+from .content import STREAM_ENVIRON_KEY, ContentStream
 from .state import SimulatorState
 
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIEnvironment
 
-class _QuietRequestHandler(WSGIRequestHandler):
+
+class SimulatorRequestHandler(WSGIRequestHandler):
+    """Werkzeug's handler, ending a content stream when its client goes away.
+
+    werkzeug closes the body iterable itself after a failed write, but only after draining the
+    socket, and on a reset connection that drain can raise and skip the close. Ending the stream
+    here as well keeps ``state.content_streams`` truthful (``closed_early``) either way.
+    """
+
+    def connection_dropped(
+        self, error: BaseException, environ: WSGIEnvironment | None = None
+    ) -> None:
+        """Close the request's :class:`ContentStream`, if it had one."""
+        stream = (environ or {}).get(STREAM_ENVIRON_KEY)
+        if isinstance(stream, ContentStream):
+            stream.close()
+
+
+class _QuietRequestHandler(SimulatorRequestHandler):
     """Werkzeug's handler without the one-line-per-request access log (errors still log)."""
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
@@ -122,7 +143,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         seconds_per_step=args.seconds_per_step,
         auth_header=args.auth_header,
     )
-    server = make_server(args.host, args.port, app, threaded=True)
+    server = make_server(
+        args.host, args.port, app, threaded=True, request_handler=SimulatorRequestHandler
+    )
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(f"sora simulator listening on http://{host}:{server.server_port}/v1", flush=True)
     try:

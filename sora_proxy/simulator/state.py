@@ -1,98 +1,32 @@
-"""What the simulator remembers: the requests it received, its videos, and injected failures.
+"""What the simulator remembers: requests received, videos, characters, streams, failures.
 
 One :class:`SimulatorState` lives in ``app.extensions["sora_simulator"]``. Tests read it directly
-(``state.requests[-1].body``) and arm failures on it (``state.fail_next.append(...)``); the views
-and the recording middleware share it across the server's threads behind one lock.
+(``state.requests[-1].body``), arm failures on it (``state.fail_next.append(...)``) and add
+videos to it (``state.add_large_video(300 << 20)``); the views and the recording middleware
+share it across the server's threads behind one lock.
 """
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
-#: Bodies longer than this are recorded only up to here (the app still sees all of them).
-MAX_RECORDED_BODY = 64 * 1024 * 1024
+from . import media
+from .large import large_body_chunks, large_body_sha256
+from .records import MAX_RECORDED_BODY, FailureSpec, RecordedFile, RecordedRequest, StreamRecord
 
-
-@dataclass(frozen=True)
-class RecordedFile:
-    """One file part of a multipart body, as received."""
-
-    filename: str | None
-    content_type: str | None
-    data: bytes
-
-
-@dataclass
-class RecordedRequest:
-    """One request exactly as it reached the simulator.
-
-    ``body`` is the raw bytes read from the socket before any parsing (the first
-    :data:`MAX_RECORDED_BODY` bytes, with ``body_truncated`` set, when it was longer);
-    ``body_length`` and ``body_sha256`` always describe the whole body. ``form``/``files`` are
-    parsed from it for multipart and urlencoded bodies, ``json`` for ``application/json``.
-    ``headers`` keep the names as the WSGI server reports them (``Content-Type``,
-    ``Authorization``); use :meth:`header` for a case-insensitive lookup.
-    """
-
-    method: str
-    path: str
-    query: dict[str, list[str]]
-    headers: dict[str, str]
-    body: bytes
-    body_length: int
-    body_sha256: str
-    body_truncated: bool = False
-    form: dict[str, list[str]] = field(default_factory=dict)
-    files: dict[str, list[RecordedFile]] = field(default_factory=dict)
-    json: object | None = None
-
-    def header(self, name: str) -> str | None:
-        """Return the value of header ``name`` regardless of its case, or ``None``."""
-        wanted = name.lower()
-        for key, value in self.headers.items():
-            if key.lower() == wanted:
-                return value
-        return None
-
-
-@dataclass
-class FailureSpec:
-    """A failure armed for the next request whose method and path match.
-
-    The request is still recorded. Then the simulator sleeps ``delay`` seconds and:
-
-    * ``reset=True``: shuts the connection down without sending a byte of response (the client
-      sees the peer close the connection, e.g. ``RemoteDisconnected``);
-    * else ``status`` set: answers that status with an error envelope (``code``
-      ``"simulated_failure"``) plus ``headers``;
-    * else ``truncate_after`` set: serves the request normally but drops the connection after
-      that many body bytes, with the headers (and ``Content-Length``) already sent;
-    * else: serves the request normally, only late (for read-timeout tests).
-
-    Dropping a connection needs werkzeug's server (:class:`SimulatorServer`, ``main``), which
-    hands the socket to the app; under any other server the app just raises
-    ``ConnectionAbortedError``.
-
-    :param path_prefix: matches when the request path starts with it.
-    :param method: an HTTP method, or ``None`` for any.
-    """
-
-    path_prefix: str = "/v1/videos"
-    method: str | None = None
-    status: int | None = None
-    delay: float = 0.0
-    reset: bool = False
-    truncate_after: int | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-
-    def matches(self, method: str, path: str) -> bool:
-        """Whether this failure applies to a request with ``method`` and ``path``."""
-        if self.method is not None and self.method.upper() != method.upper():
-            return False
-        return path.startswith(self.path_prefix)
+__all__ = [
+    "MAX_RECORDED_BODY",
+    "FailureSpec",
+    "RecordedFile",
+    "RecordedRequest",
+    "SimulatorState",
+    "StreamRecord",
+    "large_body_chunks",
+    "large_body_sha256",
+]
 
 
 class SimulatorState:
@@ -100,12 +34,18 @@ class SimulatorState:
 
     :param seconds_per_step: how long each of a video's three stages (queued, in progress,
         rendering) lasts; a video is ``completed`` three steps after it was created.
+
+    Besides the methods, tests read these lists directly: :attr:`requests` (every request, in
+    arrival order), :attr:`content_streams` (every content download that sent a body, see
+    :class:`StreamRecord`) and :attr:`fail_next` (failures still armed).
     """
 
     def __init__(self, *, seconds_per_step: float = 1.0) -> None:
         self.seconds_per_step = seconds_per_step
         self.requests: list[RecordedRequest] = []
         self.videos: dict[str, dict[str, Any]] = {}
+        self.characters: dict[str, dict[str, Any]] = {}
+        self.content_streams: list[StreamRecord] = []
         self.fail_next: list[FailureSpec] = []
         self.lock = threading.RLock()
 
@@ -127,11 +67,60 @@ class SimulatorState:
                     return self.fail_next.pop(index)
         return None
 
+    def create_video(
+        self, prompt: str, model: str, size: str, seconds: str, *, fails: bool = False, **extra: Any
+    ) -> dict[str, Any]:
+        """Store and return a new ``queued`` video; ``extra`` keys override the defaults.
+
+        Keys starting with ``_`` are internal (never shown): ``_started`` is when its clock
+        started, ``_fails`` makes it end ``failed``, ``_large`` maps a variant to the
+        ``(size, seed)`` of a generated large body.
+        """
+        now = time.time()
+        video: dict[str, Any] = {
+            "id": f"video_{secrets.token_hex(16)}",
+            "object": "video",
+            "model": model,
+            "status": "queued",
+            "progress": 0,
+            "created_at": int(now),
+            "completed_at": None,
+            "expires_at": None,
+            "prompt": prompt,
+            "size": size,
+            "seconds": seconds,
+            "remixed_from_video_id": None,
+            "error": None,
+            "_started": now,
+            "_fails": fails,
+        }
+        video.update(extra)
+        self.add_video(video)
+        return video
+
     def add_video(self, video: dict[str, Any]) -> None:
         """Store a freshly created video; its clock starts now."""
         with self.lock:
             video.setdefault("_started", time.time())
             self.videos[video["id"]] = video
+
+    def add_large_video(self, size: int, *, seed: int = 0, variant: str = "video") -> str:
+        """Add a completed video whose ``variant`` content is ``size`` generated bytes.
+
+        The body is :func:`~sora_proxy.simulator.large.large_body_chunks` ``(size, seed)``,
+        made on the fly as it is served (never held), so its digest is
+        :func:`~sora_proxy.simulator.large.large_body_sha256` ``(size, seed)``. The other
+        variants keep the small sample assets. Returns the new video's id.
+        """
+        if variant not in media.VARIANTS:
+            raise ValueError(f"variant must be one of {', '.join(media.VARIANTS)}")
+        if size < 0:
+            raise ValueError("size must not be negative")
+        video = self.create_video(
+            "a large generated video", "sora-2", "720x1280", "12", _large={variant: (size, seed)}
+        )
+        self.complete(video["id"])
+        return str(video["id"])
 
     def get_video(self, video_id: str) -> dict[str, Any] | None:
         """Return the stored record of ``video_id`` (internal keys included), or ``None``."""
@@ -153,3 +142,25 @@ class SimulatorState:
         with self.lock:
             video = self.videos[video_id]
             video["_started"] = time.time() - 3 * self.seconds_per_step - 0.001
+
+    def add_character(self, name: str) -> dict[str, Any]:
+        """Store and return a new character ``{id, name, created_at}``."""
+        character = {
+            "id": f"char_{secrets.token_hex(16)}",
+            "name": name,
+            "created_at": int(time.time()),
+        }
+        with self.lock:
+            self.characters[character["id"]] = character
+        return dict(character)
+
+    def get_character(self, character_id: str) -> dict[str, Any] | None:
+        """Return a copy of character ``character_id``, or ``None``."""
+        with self.lock:
+            character = self.characters.get(character_id)
+            return None if character is None else dict(character)
+
+    def add_stream(self, stream: StreamRecord) -> None:
+        """Append ``stream`` to :attr:`content_streams`."""
+        with self.lock:
+            self.content_streams.append(stream)

@@ -27,7 +27,7 @@ IMAGE_FORMATS = ("PNG", "JPEG", "WEBP")
 
 
 class SimError(Exception):
-    """An error the simulator answers with the OpenAI envelope."""
+    """An error the simulator answers with the OpenAI envelope (plus ``headers``, if any)."""
 
     def __init__(
         self,
@@ -37,8 +37,10 @@ class SimError(Exception):
         param: str | None = None,
         code: str | None = None,
         error_type: str = "invalid_request_error",
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(message)
+        self.headers = dict(headers or {})
         self.status = status
         self.message = message
         self.param = param
@@ -67,8 +69,8 @@ class CreateRequest:
     seconds: str
 
 
-def _kind(value: object) -> str:
-    """Name a JSON value's type the way OpenAI's messages do."""
+def kind(value: object) -> str:
+    """Name a JSON value's type the way OpenAI's messages do (``"an integer"``)."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -84,12 +86,14 @@ def _kind(value: object) -> str:
     return "an object"
 
 
-def _invalid_type(param: str, expected: str, got: str) -> SimError:
+def invalid_type(param: str, expected: str, got: str) -> SimError:
+    """The 400 for a parameter of the wrong type (``expected``/``got`` as "a string")."""
     message = f"Invalid type for '{param}': expected {expected}, but got {got} instead."
     return SimError(400, message, param=param, code="invalid_type")
 
 
-def _choice(param: str, value: str, allowed: tuple[str, ...], context: str = "") -> str:
+def choice(param: str, value: str, allowed: tuple[str, ...], context: str = "") -> str:
+    """Return ``value`` if it is one of ``allowed``, else raise the 400 naming the options."""
     if value not in allowed:
         options = ", ".join(f"'{item}'" for item in allowed)
         message = f"Invalid value: '{value}'. Supported values{context} are: {options}."
@@ -102,38 +106,60 @@ def _text(fields: Mapping[str, object], name: str, default: str) -> str:
     return default if value is None else str(value)
 
 
+def missing_parameter(param: str) -> SimError:
+    """The 400 for a required parameter that was not sent."""
+    message = f"Missing required parameter: '{param}'."
+    return SimError(400, message, param=param, code="missing_required_parameter")
+
+
+def check_length(param: str, value: object, minimum: int, maximum: int) -> str:
+    """Return ``value`` if it is a string of ``minimum``..``maximum`` characters, else raise."""
+    if value is None:
+        raise missing_parameter(param)
+    if not isinstance(value, str):
+        raise invalid_type(param, "a string", kind(value))
+    if len(value) < minimum:
+        got = "an empty string" if not value else f"a string with length {len(value)}"
+        message = (
+            f"Invalid '{param}': string too short. Expected a string with minimum length "
+            f"{minimum}, but got {got} instead."
+        )
+        raise SimError(400, message, param=param, code="string_below_min_length")
+    if len(value) > maximum:
+        message = (
+            f"Invalid '{param}': string too long. Expected a string with maximum length "
+            f"{maximum}, but got a string with length {len(value)} instead."
+        )
+        raise SimError(400, message, param=param, code="string_above_max_length")
+    return value
+
+
+def check_prompt(value: object) -> str:
+    """Return a valid ``prompt`` (a string of 1..32000 characters), else raise the 400."""
+    return check_length("prompt", value, 1, MAX_PROMPT)
+
+
+def check_seconds(value: object) -> str:
+    """Return a valid required ``seconds`` (a string of :data:`SECONDS`), else raise the 400."""
+    if value is None:
+        raise missing_parameter("seconds")
+    if not isinstance(value, str):
+        raise invalid_type("seconds", "a string", kind(value))
+    return choice("seconds", value, SECONDS)
+
+
 def _check_fields(fields: Mapping[str, object]) -> CreateRequest:
     """Check the scalar fields once each is known to be a string (or absent)."""
-    prompt = fields.get("prompt")
-    if prompt is None:
-        raise SimError(
-            400,
-            "Missing required parameter: 'prompt'.",
-            param="prompt",
-            code="missing_required_parameter",
-        )
-    for name in ("prompt", "model", "size", "seconds"):
+    prompt = check_prompt(fields.get("prompt"))
+    for name in ("model", "size", "seconds"):
         value = fields.get(name)
         if value is not None and not isinstance(value, str):
-            raise _invalid_type(name, "a string", _kind(value))
-    assert isinstance(prompt, str)
-    if not prompt:
-        message = (
-            "Invalid 'prompt': string too short. Expected a string with minimum length 1, "
-            "but got an empty string instead."
-        )
-        raise SimError(400, message, param="prompt", code="string_below_min_length")
-    if len(prompt) > MAX_PROMPT:
-        message = (
-            f"Invalid 'prompt': string too long. Expected a string with maximum length "
-            f"{MAX_PROMPT}, but got a string with length {len(prompt)} instead."
-        )
-        raise SimError(400, message, param="prompt", code="string_above_max_length")
-    model = _choice("model", _text(fields, "model", MODELS[0]), MODELS)
-    size = _choice("size", _text(fields, "size", SIZES[0]), SIZES)
+            raise invalid_type(name, "a string", kind(value))
+    model = choice("model", _text(fields, "model", MODELS[0]), MODELS)
+    size = choice("size", _text(fields, "size", SIZES[0]), SIZES)
     if "pro" not in model:
-        _choice("size", size, STANDARD_SIZES, f" for model '{model}'")
-    seconds = _choice("seconds", _text(fields, "seconds", SECONDS[0]), SECONDS)
+        choice("size", size, STANDARD_SIZES, f" for model '{model}'")
+    seconds = choice("seconds", _text(fields, "seconds", SECONDS[0]), SECONDS)
     return CreateRequest(prompt=prompt, model=model, size=size, seconds=seconds)
 
 
@@ -176,10 +202,10 @@ def check_multipart(form: MultiDict[str, str], files: MultiDict[str, FileStorage
         if name in form:
             fields[name] = form[name]
         elif name in files:
-            raise _invalid_type(name, "a string", "a file")
+            raise invalid_type(name, "a string", "a file")
     request = _check_fields(fields)
     if "input_reference" in form and "input_reference" not in files:
-        raise _invalid_type("input_reference", "a file", "a string")
+        raise invalid_type("input_reference", "a file", "a string")
     if "input_reference" in files:
         check_image(files["input_reference"].read(), request.size)
     return request
@@ -188,7 +214,7 @@ def check_multipart(form: MultiDict[str, str], files: MultiDict[str, FileStorage
 def check_json(body: object) -> CreateRequest:
     """Validate a JSON create; unknown keys are ignored."""
     if not isinstance(body, dict):
-        message = f"Invalid type for body: expected an object, but got {_kind(body)} instead."
+        message = f"Invalid type for body: expected an object, but got {kind(body)} instead."
         raise SimError(400, message, param=None, code="invalid_type")
     request = _check_fields(body)
     if "input_reference" in body and body["input_reference"] is not None:
@@ -198,7 +224,7 @@ def check_json(body: object) -> CreateRequest:
 
 def _check_json_reference(reference: object, size: str) -> None:
     if not isinstance(reference, dict):
-        raise _invalid_type("input_reference", "an object", _kind(reference))
+        raise invalid_type("input_reference", "an object", kind(reference))
     present = [key for key in ("image_url", "file_id") if reference.get(key) is not None]
     if len(present) != 1:
         message = "Invalid 'input_reference': expected exactly one of 'image_url' or 'file_id'."
@@ -207,7 +233,7 @@ def _check_json_reference(reference: object, size: str) -> None:
     value = reference[key]
     param = f"input_reference.{key}"
     if not isinstance(value, str):
-        raise _invalid_type(param, "a string", _kind(value))
+        raise invalid_type(param, "a string", kind(value))
     if key == "file_id" or value.startswith("https://"):
         return  # accepted as is: the simulator never fetches anything
     if not value.startswith("data:") or ";base64," not in value:
