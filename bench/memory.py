@@ -26,10 +26,7 @@ sys.path.insert(0, str(REPO))
 
 from servers import Gunicorn  # noqa: E402
 
-from sora_proxy.simulator import (
-    SimulatorServer,
-    large_body_sha256,
-)
+from sora_proxy.simulator import SimulatorServer, large_body_sha256  # noqa: E402
 from sora_proxy.simulator.media import load as load_asset  # noqa: E402
 
 MIB = 1024 * 1024
