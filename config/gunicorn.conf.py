@@ -25,3 +25,6 @@ accesslog = os.environ.get("SORA_PROXY_ACCESS_LOG", "-") or None
 # here, and the Authorization header is never part of it.
 errorlog = "-"
 loglevel = os.environ.get("SORA_PROXY_LOG_LEVEL", "info")
+# gunicorn >= 25 opens a control socket at one fixed path per user; several proxies (or a
+# proxy and a test run) on one host would take it from each other. Older versions ignore this.
+control_socket_disable = True
