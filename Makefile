@@ -25,6 +25,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check sora_proxy tests wsgi.py config bench
 
 test: lint
+	bash .ci/debian-packages
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 clean:

@@ -20,6 +20,7 @@ from .auth import AuthenticateCallback, Authenticator
 from .errors import ConfigError
 from .relay import EXTENSION_KEY, ProxyState, create_blueprint
 from .settings import environment_config, load_settings
+from .store import open_store
 
 __all__ = ["ConfigError", "SoraProxy", "create_app"]
 __version__ = "0.1.0"
@@ -46,7 +47,15 @@ class SoraProxy:
         :raises ConfigError: a ``SORA_PROXY_*`` setting is missing or invalid.
         """
         settings = load_settings(app.config, has_authenticate=self._authenticate is not None)
-        state = ProxyState(settings, Authenticator(settings, self._authenticate))
+        authenticator = Authenticator(settings, self._authenticate)
+        store = None
+        if authenticator.identifies_callers:
+            url = settings.store_url or f"sqlite:///{app.instance_path}/sora_proxy.sqlite3"
+            try:
+                store = open_store(url, prefix=settings.store_prefix)
+            except ValueError as error:
+                raise ConfigError("SORA_PROXY_STORE_URL", str(error)) from None
+        state = ProxyState(settings, authenticator, store)
         app.extensions[EXTENSION_KEY] = state
         app.register_blueprint(create_blueprint(), url_prefix=settings.url_prefix or None)
 

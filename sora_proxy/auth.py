@@ -4,8 +4,9 @@ Three modes, decided by the settings:
 
 * **pass-through** (no upstream key): the caller's ``Authorization`` goes upstream unchanged;
   the upstream decides.
-* **keys** (``SORA_PROXY_API_KEYS``): the caller must present one of the configured keys as a
-  bearer token; it is compared in constant time and never sent upstream.
+* **keys** (``SORA_PROXY_API_KEYS``, ``SORA_PROXY_API_KEYS_FILE``): the caller must present one
+  of the configured keys as a bearer token; it is compared in constant time, never sent
+  upstream, and maps to the caller's name.
 * **host app**: ``SoraProxy(app, authenticate=fn)`` where ``fn(request)`` returns a caller id
   or ``None``; the host's own login decides.
 
@@ -51,14 +52,15 @@ class Authenticator:
     def __init__(self, settings: Settings, callback: AuthenticateCallback | None = None) -> None:
         self._callback = callback
         self._pass_through = settings.upstream_api_key is None
-        # Keys are kept as digests so that comparing them costs the same whatever their
-        # length, and a caller name derived from a key never reveals it.
-        self._key_digests = tuple(_digest(key) for key in settings.api_keys)
+        # Keys are kept only as digests: comparing them costs the same whatever their length,
+        # and nothing in memory dumps or reprs holds a usable key.
+        self._keys = tuple((_digest(key), name) for name, key in settings.api_keys)
 
     @property
-    def requires_key(self) -> bool:
-        """True when callers must present a configured key."""
-        return bool(self._key_digests)
+    def identifies_callers(self) -> bool:
+        """True when each request has a named caller (keys or host-app mode): the modes in
+        which the proxy keeps ownership and idempotency records."""
+        return self._callback is not None or bool(self._keys)
 
     def authenticate(self, request: Request) -> Caller:
         """The caller of ``request``.
@@ -70,7 +72,7 @@ class Authenticator:
             if not name:
                 raise Unauthorized("Authentication required.", code="unauthenticated")
             return Caller(str(name))
-        if self._key_digests:
+        if self._keys:
             presented = _bearer_token(request.headers.get("Authorization"))
             if presented is None:
                 raise Unauthorized(
@@ -78,12 +80,13 @@ class Authenticator:
                 )
             digest = _digest(presented)
             matched = None
-            for index, candidate in enumerate(self._key_digests):
+            # Every key is compared, so the time taken does not tell which one matched.
+            for candidate, name in self._keys:
                 if hmac.compare_digest(digest, candidate):
-                    matched = index
+                    matched = name
             if matched is None:
                 raise Unauthorized("Incorrect API key provided.")
-            return Caller(f"key-{self._key_digests[matched].hex()[:12]}")
+            return Caller(matched)
         if self._pass_through:
             return Caller(None, request.headers.get("Authorization"))
         return Caller(None)

@@ -52,13 +52,17 @@ def fetch_policy(settings: Settings, *, video: bool = False) -> FetchPolicy:
     )
 
 
-def plan_create(body: FormBody, settings: Settings) -> UpstreamBody:
-    """Validate a create body and build the upstream request body for it.
+def load_create(body: FormBody) -> dict[str, Any]:
+    """The create body's fields, validated and normalised (``seconds`` as a string…)."""
+    return load_or_raise(CreateVideoSchema(), body.fields)
 
-    :raises ProxyError: any invalid field, unreadable or refused reference, or size conflict,
-        all before the upstream is contacted.
+
+def plan_create(body: FormBody, params: dict[str, Any], settings: Settings) -> UpstreamBody:
+    """Build the upstream request body for a create whose fields :func:`load_create` checked.
+
+    :raises ProxyError: an unreadable or refused reference, or a size conflict, all before
+        the upstream is contacted.
     """
-    params = load_or_raise(CreateVideoSchema(), body.fields)
     output_config = load_output_config(params.get("metadata"))
     reference = _reference(body, params, settings)
     image = reference if isinstance(reference, ReferenceImage) else None

@@ -22,7 +22,10 @@ from .errors import (
     error_response,
     from_http_exception,
 )
+from .idempotency import Idempotency
+from .ownership import Ownership
 from .settings import Settings
+from .store import Store
 from .upstream import UpstreamClient
 
 log = logging.getLogger("sora_proxy")
@@ -48,12 +51,28 @@ _FALLBACK_RULES = ("/v1/videos", "/v1/videos/<path:rest>", "/sora/v1/characters"
 
 
 class ProxyState:
-    """What the extension keeps per app, in ``app.extensions["sora_proxy"]``."""
+    """What the extension keeps per app, in ``app.extensions["sora_proxy"]``.
 
-    def __init__(self, settings: Settings, authenticator: Authenticator) -> None:
+    ``ownership`` and ``idempotency`` exist only when callers are identified (keys or the host
+    app's callback); in pass-through and anonymous modes nothing is stored.
+    """
+
+    def __init__(
+        self, settings: Settings, authenticator: Authenticator, store: Store | None = None
+    ) -> None:
         self.settings = settings
         self.authenticator = authenticator
         self.upstream = UpstreamClient(settings)
+        self.store = store
+        self.ownership = Ownership(store) if store else None
+        # A claim outlives the slowest legitimate request, so a crashed worker's claim frees
+        # itself instead of blocking the key for the whole day.
+        in_flight_ttl = max(900.0, 2 * (settings.connect_timeout + settings.read_timeout))
+        self.idempotency = (
+            Idempotency(store, ttl=settings.idempotency_ttl, in_flight_ttl=in_flight_ttl)
+            if store
+            else None
+        )
 
 
 def _fallback(rest: str = "") -> Response:

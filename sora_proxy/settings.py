@@ -8,9 +8,11 @@ whose message is one line naming the key.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -32,7 +34,8 @@ class Settings:
 
     upstream_url: str
     upstream_api_key: str | None = None
-    api_keys: tuple[str, ...] = ()
+    #: Caller keys as (caller name, key) pairs, from SORA_PROXY_API_KEYS and _API_KEYS_FILE.
+    api_keys: tuple[tuple[str, str], ...] = ()
     allow_anonymous: bool = False
     url_prefix: str = ""
     fetch_allow_private: bool = False
@@ -45,6 +48,10 @@ class Settings:
     connect_timeout: float = 10.0
     read_timeout: float = 120.0
     pool_maxsize: int = 32
+    #: Where ownership and idempotency records live; None: the Flask instance folder's SQLite.
+    store_url: str | None = None
+    store_prefix: str = "sora_proxy:"
+    idempotency_ttl: float = 86400.0
 
     def __repr__(self) -> str:
         # The dataclass repr would print keys; a Settings object may end up in a log line.
@@ -100,16 +107,40 @@ def _number(
     return number
 
 
-def _key_list(config: Mapping[str, Any], name: str) -> tuple[str, ...]:
-    value = _raw(config, name)
-    if value is None:
-        return ()
-    items = value.split(",") if isinstance(value, str) else list(value)
-    keys = tuple(str(item).strip() for item in items if str(item).strip())
-    for key in keys:
-        if any(ch.isspace() for ch in key):
-            raise ConfigError(PREFIX + name, "keys may not contain whitespace")
-    return keys
+def _named_key(entry: str, key_name: str) -> tuple[str, str]:
+    """``name:key`` -> (name, key); a bare key gets a name derived from its digest."""
+    name, sep, key = entry.partition(":")
+    if not sep:
+        name, key = "key-" + hashlib.sha256(entry.encode()).hexdigest()[:12], entry
+    name, key = name.strip(), key.strip()
+    if not name or not key or any(ch.isspace() for ch in key):
+        raise ConfigError(PREFIX + key_name, "entries must be 'name:key' or 'key', without spaces")
+    return name, key
+
+
+def _api_keys(config: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    value = _raw(config, "API_KEYS")
+    items = value.split(",") if isinstance(value, str) else list(value or ())
+    pairs = [_named_key(str(item).strip(), "API_KEYS") for item in items if str(item).strip()]
+    path = _string(config, "API_KEYS_FILE", None)
+    if path:
+        try:
+            lines = Path(path).read_text(encoding="utf-8").splitlines()
+        except OSError as error:
+            raise ConfigError(
+                PREFIX + "API_KEYS_FILE", f"cannot be read ({error.strerror or 'error'})"
+            ) from None
+        for number, line in enumerate(lines, start=1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            if ":" not in line:
+                raise ConfigError(PREFIX + "API_KEYS_FILE", f"line {number} is not 'name:key'")
+            pairs.append(_named_key(line, "API_KEYS_FILE"))
+    keys = [key for _, key in pairs]
+    if len(set(keys)) != len(keys):
+        raise ConfigError(PREFIX + "API_KEYS", "the same key is given twice")
+    return tuple(pairs)
 
 
 def _upstream_url(url: str | None) -> str:
@@ -142,7 +173,7 @@ def load_settings(config: Mapping[str, Any], *, has_authenticate: bool = False) 
     :raises ConfigError: on the first bad value, naming its key.
     """
     upstream_api_key = _string(config, "UPSTREAM_API_KEY", None)
-    api_keys = _key_list(config, "API_KEYS")
+    api_keys = _api_keys(config)
     allow_anonymous = _boolean(config, "ALLOW_ANONYMOUS", False)
     if upstream_api_key and not api_keys and not has_authenticate and not allow_anonymous:
         raise ConfigError(
@@ -169,6 +200,9 @@ def load_settings(config: Mapping[str, Any], *, has_authenticate: bool = False) 
         connect_timeout=_number(config, "CONNECT_TIMEOUT", 10.0),
         read_timeout=_number(config, "READ_TIMEOUT", 120.0),
         pool_maxsize=_number(config, "POOL_MAXSIZE", 32, integer=True),
+        store_url=_string(config, "STORE_URL", None),
+        store_prefix=_string(config, "STORE_PREFIX", "sora_proxy:") or "sora_proxy:",
+        idempotency_ttl=_number(config, "IDEMPOTENCY_TTL", 86400.0),
     )
 
 

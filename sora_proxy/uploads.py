@@ -10,6 +10,7 @@ proxy would have refused.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from werkzeug.sansio.multipart import (
 
 from .bodies import nest_form_fields
 from .errors import InvalidRequest, PayloadTooLarge
+from .idempotency import fingerprint as request_fingerprint
 
 #: Bytes read from the client per step; large enough to keep syscalls few on 100 MB uploads.
 READ_SIZE = 1024 * 1024
@@ -68,6 +70,7 @@ class _Inspector:
     text_bytes: int = 0
     file_name: str | None = None
     file_head: bytearray = field(default_factory=bytearray)
+    file_digest: Any = field(default_factory=hashlib.sha256)
     finished: bool = False
 
     def __post_init__(self) -> None:
@@ -112,6 +115,7 @@ class _Inspector:
         if isinstance(self.current, File):
             if len(self.file_head) < SNIFF_BYTES:
                 self.file_head += event.data[: SNIFF_BYTES - len(self.file_head)]
+            self.file_digest.update(event.data)
             return
         self.text_bytes += len(event.data)
         if self.text_bytes > MAX_TEXT_BYTES:
@@ -187,6 +191,37 @@ class StreamedUpload:
         return UploadHead(
             nest_form_fields(inspector.text), inspector.file_name, file_type, inspector.finished
         )
+
+    def fingerprint(self, route: str, head: UploadHead) -> str:
+        """What this upload asks for, as far as is known before streaming: the text parts so
+        far and the file's name and type. :meth:`digest` completes it once read."""
+        return request_fingerprint(
+            route, head.fields, {"file": f"{head.file_name}|{head.file_type}"}
+        )
+
+    def digest(self, route: str) -> str | None:
+        """What the whole upload asked for (all text parts, the file's bytes), once read to
+        the end; ``None`` before. Independent of the multipart boundary."""
+        inspector = self._inspector
+        if not inspector.finished:
+            return None
+        return request_fingerprint(
+            route,
+            nest_form_fields(inspector.text),
+            {"file": inspector.file_digest.hexdigest()} if inspector.file_name else None,
+        )
+
+    def drain(self) -> None:
+        """Read the rest of the body without sending it anywhere (to judge a replay)."""
+        inspector = self._inspector
+        self._prefix = []
+        while not inspector.finished:
+            chunk = self._read()
+            inspector.feed(chunk or None)
+            if not chunk:
+                if not inspector.finished:
+                    raise _ended_early()
+                break
 
     def body(self, check_fields: Callable[[dict[str, Any]], None]) -> Iterable[bytes]:
         """The whole body for the upstream, with a length when the client gave one.

@@ -224,8 +224,8 @@ class UpstreamBody:
         self._upstream.close()
 
 
-def relay_response(upstream: requests.Response, *, method: str) -> Response:
-    """Stream ``upstream`` back unchanged and close it when done or abandoned.
+def answer_headers(upstream: requests.Response, method: str) -> list[tuple[str, str]]:
+    """The headers to answer with: the upstream's, filtered.
 
     On a POST answered 5xx, ``x-should-retry: false`` is added unless the upstream said
     otherwise: the upstream may have started the generation before failing.
@@ -234,6 +234,34 @@ def relay_response(upstream: requests.Response, *, method: str) -> Response:
     if method == "POST" and upstream.status_code >= 500:
         if "x-should-retry" not in upstream.headers:
             headers.append(("x-should-retry", "false"))
+    return headers
+
+
+#: Largest JSON answer the proxy reads whole (to record ownership); a Video is ~1 KB.
+MAX_ANSWER_BYTES = 1024 * 1024
+
+
+def read_answer(upstream: requests.Response, *, method: str) -> tuple[int, list, bytes]:
+    """Read a small answer whole: status, headers to answer with, and the raw body bytes.
+
+    Used where the proxy must see the answer (to record who owns what it created); the bytes
+    go back unchanged. The request was sent with ``Accept-Encoding: identity`` for that.
+    """
+    try:
+        body = upstream.raw.read(MAX_ANSWER_BYTES + 1, decode_content=False)
+    except Exception:
+        log.warning("upstream answer broke off")
+        raise UpstreamUnreachable("The upstream's answer broke off.") from None
+    finally:
+        upstream.close()
+    if len(body) > MAX_ANSWER_BYTES:
+        raise UpstreamUnreachable("The upstream's answer was unexpectedly large.")
+    return upstream.status_code, answer_headers(upstream, method), body
+
+
+def relay_response(upstream: requests.Response, *, method: str) -> Response:
+    """Stream ``upstream`` back unchanged and close it when done or abandoned."""
+    headers = answer_headers(upstream, method)
     if method == "HEAD":
         upstream.close()
         return RelayedResponse([], status=upstream.status_code, headers=headers)

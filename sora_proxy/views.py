@@ -1,17 +1,28 @@
-"""The route handlers: each authenticates, validates, and relays; the work lives elsewhere."""
+"""The route handlers: each authenticates, validates, checks ownership, and relays.
+
+In pass-through and anonymous modes answers stream straight back. When callers are
+identified (keys or the host app's login), answers that create something are read (they are
+small JSON) to record who owns it, by-id calls check that record first, and POSTs may carry an
+``Idempotency-Key``.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from typing import Any
 
+import requests
 from flask import Response, current_app, request
 
+from . import idempotency
 from .auth import Caller
-from .bodies import media_type, read_form_body, read_json_object
-from .errors import InvalidRequest, UnsupportedMediaType
+from .bodies import FormBody, media_type, read_form_body, read_json_object
+from .errors import InvalidRequest, UnsupportedMediaType, UpstreamTimeout, UpstreamUnreachable
 from .fetch import open_url
-from .plan import fetch_policy, form_text, plan_create
+from .plan import fetch_policy, form_text, load_create, plan_create
 from .schemas import (
     CharacterSchema,
     ContentQuerySchema,
@@ -24,28 +35,37 @@ from .schemas import (
     load_or_raise,
 )
 from .settings import MIB
+from .store import Kind, StoredResponse
 from .uploads import StreamedUpload, multipart_stream, sniff_video_type
-from .upstream import FORWARDED_REQUEST_HEADERS, relay_response
+from .upstream import (
+    FORWARDED_REQUEST_HEADERS,
+    RelayedResponse,
+    read_answer,
+    relay_response,
+)
 
 EXTENSION_KEY = "sora_proxy"
 #: Cap on small JSON bodies (remix, edits by id): a 32000-character prompt and some slack.
 SMALL_BODY_BYTES = MIB
+_VIDEO_EXTENSIONS = {"video/mp4": "mp4", "video/quicktime": "mov", "video/webm": "webm"}
+Prepared = tuple[Any, str | None]
+#: Builds a POST body just before sending; may register cleanups (an open fetch) on the stack.
+Prepare = Callable[[ExitStack], Prepared]
 
 
 def _state() -> Any:
     return current_app.extensions[EXTENSION_KEY]
 
 
-def _forwarded_headers() -> dict[str, str]:
-    headers = request.headers
-    return {name: headers[name] for name in FORWARDED_REQUEST_HEADERS if name in headers}
-
-
 def _caller() -> Caller:
     return _state().authenticator.authenticate(request)
 
 
-def _relay(
+def _owned() -> bool:
+    return _state().ownership is not None
+
+
+def _send(
     method: str,
     path: str,
     caller: Caller,
@@ -53,11 +73,21 @@ def _relay(
     params: dict[str, Any] | None = None,
     body: Any = None,
     content_type: str | None = None,
-) -> Response:
-    headers = _forwarded_headers()
+    idempotency_key: str | None = None,
+) -> requests.Response:
+    headers = {
+        name: request.headers[name] for name in FORWARDED_REQUEST_HEADERS if name in request.headers
+    }
+    if _owned():
+        # The answer is read to record ownership, so it must arrive undecoded-as-is; and a
+        # caller's own key must not collide with another caller's at the shared upstream.
+        headers["Accept-Encoding"] = "identity"
+        headers.pop("Idempotency-Key", None)
+    if idempotency_key:
+        headers["Idempotency-Key"] = idempotency_key
     if content_type:
         headers["Content-Type"] = content_type
-    upstream = _state().upstream.send(
+    return _state().upstream.send(
         method,
         path,
         headers=headers,
@@ -65,11 +95,88 @@ def _relay(
         body=body,
         caller_authorization=caller.upstream_authorization,
     )
-    return relay_response(upstream, method=method)
 
 
-def _json(data: dict[str, Any]) -> tuple[bytes, str]:
+def _answer(status: int, headers: list[tuple[str, str]], body: bytes) -> Response:
+    return RelayedResponse(body, status=status, headers=headers)
+
+
+def _relay(method: str, path: str, caller: Caller, **kwargs: Any) -> Response:
+    return relay_response(_send(method, path, caller, **kwargs), method=method)
+
+
+def _post(
+    path: str,
+    caller: Caller,
+    kind: Kind | None,
+    request_fingerprint: str,
+    prepare: Prepare,
+    upload: StreamedUpload | None = None,
+) -> Response:
+    """Send a POST built by ``prepare``; record what it created; honour Idempotency-Key.
+
+    For a streamed ``upload`` the fingerprint covers only what came before the video; the
+    whole request's digest is kept with the answer and a repeat must match it too.
+    """
+    state = _state()
+    if not _owned():
+        with ExitStack() as stack:
+            body, content_type = prepare(stack)
+            upstream = _send("POST", path, caller, body=body, content_type=content_type)
+        return relay_response(upstream, method="POST")
+    ticket = None
+    key = request.headers.get(idempotency.HEADER)
+    if key is not None:
+        claimed = state.idempotency.claim(caller.name, key, request_fingerprint)
+        if isinstance(claimed, StoredResponse):
+            if upload is not None and claimed.request_digest is not None:
+                upload.drain()
+                if upload.digest(path) != claimed.request_digest:
+                    raise idempotency.reused()
+            return idempotency.replay(claimed)
+        ticket = claimed
+    try:
+        with ExitStack() as stack:
+            body, content_type = prepare(stack)
+            upstream = _send(
+                "POST", path, caller, body=body, content_type=content_type,
+                idempotency_key=state.idempotency.upstream_key(ticket) if ticket else None,
+            )
+        status, headers, data = read_answer(upstream, method="POST")
+    except (UpstreamUnreachable, UpstreamTimeout) as error:
+        # The upstream may have acted on it: the failure is the answer, kept for retries.
+        if ticket:
+            envelope = json.dumps(error.envelope()).encode()
+            headers = [("Content-Type", "application/json"), *error.headers.items()]
+            state.idempotency.finish(ticket, StoredResponse(error.status, headers, envelope))
+        raise
+    except BaseException:
+        if ticket:
+            state.idempotency.release(ticket)
+        raise
+    if kind is not None and 200 <= status < 300:
+        state.ownership.record_created(caller.name, kind, data)
+    if ticket:
+        digest = upload.digest(path) if upload is not None else None
+        state.idempotency.finish(ticket, StoredResponse(status, headers, data, digest))
+    return _answer(status, headers, data)
+
+
+def _require(caller: Caller, resource_id: str, kind: Kind) -> None:
+    if _owned():
+        _state().ownership.require(caller.name, resource_id, kind)
+
+
+def _json_body(data: dict[str, Any]) -> Prepared:
     return json.dumps(data).encode("utf-8"), "application/json"
+
+
+def _file_digests(body: FormBody) -> dict[str, str]:
+    digests = {}
+    for name, upload in body.files.items():
+        digests[name] = hashlib.sha256(upload.stream.read()).hexdigest()
+        upload.stream.seek(0)
+    return digests
 
 
 def create_video() -> Response:
@@ -77,29 +184,50 @@ def create_video() -> Response:
     caller = _caller()
     settings = _state().settings
     body = read_form_body(request, max_bytes=settings.create_body_limit)
-    planned = plan_create(body, settings)
-    return _relay(
-        "POST", "/videos", caller, body=planned.content, content_type=planned.content_type
-    )
+    params = load_create(body)
+    fingerprint = idempotency.fingerprint("create", params, _file_digests(body))
+
+    def prepare(_: ExitStack) -> Prepared:
+        planned = plan_create(body, params, settings)
+        return planned.content, planned.content_type
+
+    return _post("/videos", caller, "video", fingerprint, prepare)
 
 
 def list_videos() -> Response:
-    """``GET /v1/videos``."""
+    """``GET /v1/videos``: the caller's own videos when callers are identified."""
     caller = _caller()
     query = load_or_raise(ListQuerySchema(), request.args.to_dict())
+    if _owned():
+        page = _state().ownership.list_page(caller.name, query)
+        return Response(json.dumps(page), mimetype="application/json")
     return _relay("GET", "/videos", caller, params=query)
 
 
 def retrieve_video(video_id: str) -> Response:
     """``GET /v1/videos/{video_id}``."""
     caller = _caller()
-    return _relay("GET", f"/videos/{check_id(video_id, 'video_id')}", caller)
+    path = f"/videos/{check_id(video_id, 'video_id')}"
+    _require(caller, video_id, "video")
+    if not _owned():
+        return _relay("GET", path, caller)
+    status, headers, data = read_answer(_send("GET", path, caller), method="GET")
+    if status == 200:
+        _state().ownership.refresh(video_id, data)
+    return _answer(status, headers, data)
 
 
 def delete_video(video_id: str) -> Response:
     """``DELETE /v1/videos/{video_id}`` (the SDK's empty JSON body is ignored)."""
     caller = _caller()
-    return _relay("DELETE", f"/videos/{check_id(video_id, 'video_id')}", caller)
+    path = f"/videos/{check_id(video_id, 'video_id')}"
+    _require(caller, video_id, "video")
+    if not _owned():
+        return _relay("DELETE", path, caller)
+    status, headers, data = read_answer(_send("DELETE", path, caller), method="DELETE")
+    if 200 <= status < 300:
+        _state().ownership.store.forget(video_id)
+    return _answer(status, headers, data)
 
 
 def video_content(video_id: str) -> Response:
@@ -107,6 +235,7 @@ def video_content(video_id: str) -> Response:
     caller = _caller()
     query = load_or_raise(ContentQuerySchema(), request.args.to_dict())
     path = f"/videos/{check_id(video_id, 'video_id')}/content"
+    _require(caller, video_id, "video")
     return _relay(request.method, path, caller, params=query)
 
 
@@ -118,8 +247,9 @@ def remix_video(video_id: str) -> Response:
     if body.files:
         raise InvalidRequest("remix takes no file parts.", param=next(iter(body.files)))
     fields = load_or_raise(RemixSchema(), body.fields)
-    content, content_type = _json(fields)
-    return _relay("POST", path, caller, body=content, content_type=content_type)
+    _require(caller, video_id, "video")
+    fingerprint = idempotency.fingerprint(f"remix/{video_id}", fields)
+    return _post(path, caller, "video", fingerprint, lambda _: _json_body(fields))
 
 
 def edit_video() -> Response:
@@ -134,15 +264,14 @@ def extend_video() -> Response:
 
 def _video_job(path: str, schema: type) -> Response:
     caller = _caller()
-    settings = _state().settings
-    kind = media_type(request)
-    if kind == "application/json":
+    if media_type(request) == "application/json":
         fields = load_or_raise(schema(), read_json_object(request, max_bytes=SMALL_BODY_BYTES))
         if "video" not in fields:
             raise InvalidRequest("Missing required parameter: 'video'.", param="video")
-        content, content_type = _json(fields)
-        return _relay("POST", path, caller, body=content, content_type=content_type)
-    upload = _streamed_upload(settings.max_video_bytes)
+        _require(caller, fields["video"]["id"], "video")
+        fingerprint = idempotency.fingerprint(path, fields)
+        return _post(path, caller, "video", fingerprint, lambda _: _json_body(fields))
+    upload = _streamed_upload()
     head = upload.read_head()
 
     def check(fields: dict[str, Any], *, partial: bool = False) -> None:
@@ -154,14 +283,17 @@ def _video_job(path: str, schema: type) -> Response:
             raise InvalidRequest("Missing required parameter: 'video'.", param="video")
 
     check(head.fields, partial=not head.complete)
-    body = upload.body(check)
-    return _relay("POST", path, caller, body=body, content_type=upload.content_type)
+    video = head.fields.get("video")
+    if isinstance(video, dict) and isinstance(video.get("id"), str):
+        _require(caller, video["id"], "video")
+    return _post(path, caller, "video", upload.fingerprint(path, head),
+                 lambda _: (upload.body(check), upload.content_type), upload)
 
 
 def create_character() -> Response:
     """``POST /v1/videos/characters``: multipart ``video`` file and ``name``, streamed."""
     caller = _caller()
-    upload = _streamed_upload(_state().settings.max_video_bytes)
+    upload = _streamed_upload()
     head = upload.read_head()
     if head.complete and head.file_name is None:
         raise InvalidRequest("Missing required parameter: 'video' (a video file).", param="video")
@@ -169,19 +301,18 @@ def create_character() -> Response:
 
     def check(fields: dict[str, Any]) -> None:
         load_or_raise(CharacterSchema(), fields)
-        if head.file_name is None:
-            raise InvalidRequest("Missing required parameter: 'video'.", param="video")
 
-    return _relay(
-        "POST", "/videos/characters", caller, body=upload.body(check),
-        content_type=upload.content_type,
-    )
+    path = "/videos/characters"
+    return _post(path, caller, "character", upload.fingerprint(path, head),
+                 lambda _: (upload.body(check), upload.content_type), upload)
 
 
 def get_character(character_id: str) -> Response:
     """``GET /v1/videos/characters/{character_id}``."""
     caller = _caller()
-    return _relay("GET", f"/videos/characters/{check_id(character_id, 'character_id')}", caller)
+    path = f"/videos/characters/{check_id(character_id, 'character_id')}"
+    _require(caller, character_id, "character")
+    return _relay("GET", path, caller)
 
 
 def create_character_from_url() -> Response:
@@ -194,8 +325,12 @@ def create_character_from_url() -> Response:
     url = fields.pop("character_url")
     text = [("name", fields.pop("name")), ("character_timestamps", f"{start:g},{end:g}")]
     text += [(name, form_text(value)) for name, value in fields.items()]
-    with open_url(url, fetch_policy(settings, video=True), param="character_url") as fetched:
-        chunks = fetched.iter_chunks(1024 * 1024)
+    fingerprint = idempotency.fingerprint("sora/characters", body)
+
+    def prepare(stack: ExitStack) -> Prepared:
+        policy = fetch_policy(settings, video=True)
+        fetched = stack.enter_context(open_url(url, policy, param="character_url"))
+        chunks = fetched.iter_chunks(MIB)
         first = next(chunks, b"")
         video_type = sniff_video_type(first)
         if video_type is None:
@@ -204,20 +339,20 @@ def create_character_from_url() -> Response:
                 param="character_url",
                 code="invalid_video",
             )
-        extension = {"video/mp4": "mp4", "video/quicktime": "mov", "video/webm": "webm"}[video_type]
 
-        def file_chunks() -> Any:
+        def file_chunks() -> Iterator[bytes]:
             yield first
             yield from chunks
 
-        body, content_type = multipart_stream(
-            text, "video", f"character.{extension}", video_type, file_chunks(),
-            fetched.content_length,
+        filename = f"character.{_VIDEO_EXTENSIONS[video_type]}"
+        return multipart_stream(
+            text, "video", filename, video_type, file_chunks(), fetched.content_length
         )
-        return _relay("POST", "/videos/characters", caller, body=body, content_type=content_type)
+
+    return _post("/videos/characters", caller, "character", fingerprint, prepare)
 
 
-def _streamed_upload(max_bytes: int) -> StreamedUpload:
+def _streamed_upload() -> StreamedUpload:
     if media_type(request) != "multipart/form-data":
         raise UnsupportedMediaType(
             f"Content-Type '{media_type(request) or 'none'}' is not supported here; send "
@@ -233,5 +368,5 @@ def _streamed_upload(max_bytes: int) -> StreamedUpload:
         request.headers["Content-Type"],
         boundary,
         request.content_length,
-        max_bytes=max_bytes,
+        max_bytes=_state().settings.max_video_bytes,
     )

@@ -77,3 +77,12 @@ def file_server() -> Iterator[FileServer]:
     yield files
     files.server.shutdown()
     files.server.server_close()
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """A throwaway redis-server on 127.0.0.1 for the whole session (installed by make test)."""
+    from redis_server import RedisServer
+
+    with RedisServer() as server:
+        yield server

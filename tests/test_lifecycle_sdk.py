@@ -74,13 +74,13 @@ def test_create_and_poll_follows_status_to_completed(client, sim):
 
 
 def test_list_auto_paginates_over_several_pages(client, sim):
-    created = {client.videos.create(prompt=f"clip {n}").id for n in range(5)}
+    created = [client.videos.create(prompt=f"clip {n}").id for n in range(5)]
     seen = [video.id for video in client.videos.list(limit=2, order="asc")]
-    assert created <= set(seen)
+    assert seen[-5:] == created  # this caller's videos, oldest first, across pages
     assert len(seen) == len(set(seen))
-    pages = [r for r in sim.state.requests if r.method == "GET" and r.path == "/v1/videos"]
-    assert len(pages) >= 3
-    assert all(r.query.get("limit") == ["2"] for r in pages)
+    pages = list(client.videos.list(limit=2, order="desc").iter_pages())
+    assert len(pages) >= 3 and all(len(page.data) <= 2 for page in pages)
+    assert [video.id for page in pages for video in page.data][:5] == created[::-1]
 
 
 @pytest.mark.parametrize("variant", ["video", "thumbnail", "spritesheet"])

@@ -1,0 +1,131 @@
+"""The store's contract: who owns which resource on which upstream, and idempotency keys.
+
+Two implementations pass one contract test suite (``tests/test_store_contract.py``):
+:class:`~sora_proxy.store.sqlite.SQLiteStore` (embedded default, a file in the Flask instance
+folder) and :class:`~sora_proxy.store.redis.RedisStore` (for several proxy hosts behind one load
+balancer). Every method raises :class:`~sora_proxy.errors.ServiceUnavailable` (503) when the
+backing store cannot be reached, never a driver exception.
+"""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Kind = Literal["video", "character"]
+Order = Literal["asc", "desc"]
+
+
+@dataclass(frozen=True)
+class OwnedResource:
+    """One video or character and who may see it.
+
+    :param resource_id: the upstream's id (``video_…``, ``char_…``).
+    :param owner: the caller's name.
+    :param upstream: the name of the upstream that holds it.
+    :param kind: ``video`` or ``character``.
+    :param created_at: seconds since the epoch (float), the proxy's clock.
+    :param last_object: the most recent JSON object the upstream returned for it.
+    """
+
+    resource_id: str
+    owner: str
+    upstream: str
+    kind: Kind
+    created_at: float
+    last_object: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    """A complete small answer, kept to replay for a repeated idempotent request.
+
+    :param request_digest: for a streamed upload, a digest of everything the request carried
+        (known only once it was read to the end); a repeat must match it to be replayed.
+    """
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+    request_digest: str | None = None
+
+
+class Claim(enum.Enum):
+    """Outcome of :meth:`Store.claim_idempotency_key`."""
+
+    NEW = "new"  # reserved for this request: go ahead, then finish or release
+    REPLAY = "replay"  # same key and fingerprint answered before: replay the response
+    MISMATCH = "mismatch"  # same key used with a different body: 409
+    IN_FLIGHT = "in_flight"  # same key still being processed: 409
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    """What :meth:`Store.claim_idempotency_key` decided, and the response to replay if any."""
+
+    claim: Claim
+    response: StoredResponse | None = field(default=None)
+
+
+class Store(ABC):
+    """Ownership records and idempotency keys. Implementations are safe across threads and
+    processes (several gunicorn workers, several hosts for Redis)."""
+
+    @abstractmethod
+    def record(self, resource: OwnedResource) -> None:
+        """Record (or overwrite) who owns ``resource``."""
+
+    @abstractmethod
+    def get(self, resource_id: str) -> OwnedResource | None:
+        """The record for ``resource_id``, or ``None``."""
+
+    @abstractmethod
+    def update_object(self, resource_id: str, last_object: dict[str, Any]) -> None:
+        """Replace the last known object of an existing record (no-op if there is none)."""
+
+    @abstractmethod
+    def forget(self, resource_id: str) -> None:
+        """Delete the record (no-op if there is none)."""
+
+    @abstractmethod
+    def list_owned(
+        self, owner: str, kind: Kind, *, after: str | None, limit: int, order: Order
+    ) -> tuple[list[OwnedResource], bool]:
+        """A page of ``owner``'s resources of ``kind``, ordered by (created_at, resource_id).
+
+        :param after: the id to start after (exclusive), in the given order; it must be one of
+            ``owner``'s own resources of ``kind``, else :class:`KeyError`.
+        :returns: the page and whether more follow.
+        """
+
+    @abstractmethod
+    def claim_idempotency_key(
+        self, scope: str, fingerprint: str, *, in_flight_ttl: float
+    ) -> ClaimResult:
+        """Atomically claim ``scope`` (a hash of caller and Idempotency-Key) for a request.
+
+        NEW when the scope is free (or its record expired); the claim is held for
+        ``in_flight_ttl`` seconds unless :meth:`finish_idempotency_key` or
+        :meth:`release_idempotency_key` comes first. REPLAY with the stored response when a
+        finished record has the same ``fingerprint``; MISMATCH when it has another; IN_FLIGHT
+        while a claim is held (whatever the fingerprint).
+        """
+
+    @abstractmethod
+    def finish_idempotency_key(
+        self, scope: str, fingerprint: str, response: StoredResponse, *, ttl: float
+    ) -> None:
+        """Store the response for ``scope``, kept ``ttl`` seconds (24 h in production)."""
+
+    @abstractmethod
+    def release_idempotency_key(self, scope: str) -> None:
+        """Drop an in-flight claim (the request failed before reaching the upstream)."""
+
+    @abstractmethod
+    def ping(self) -> None:
+        """Raise :class:`~sora_proxy.errors.ServiceUnavailable` if the store is unreachable."""
+
+    def close(self) -> None:  # noqa: B027 - optional for implementations
+        """Release connections (tests, shutdown)."""

@@ -1,0 +1,261 @@
+"""The embedded store: one SQLite file in WAL mode, shared by every worker process on a host."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sora_proxy.errors import ServiceUnavailable
+from sora_proxy.store.base import (
+    Claim,
+    ClaimResult,
+    Kind,
+    Order,
+    OwnedResource,
+    Store,
+    StoredResponse,
+)
+from sora_proxy.store.codec import UNAVAILABLE, decide, encode_response
+
+log = logging.getLogger("sora_proxy.store")
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS resources (
+    resource_id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    upstream TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    last_object TEXT
+);
+CREATE INDEX IF NOT EXISTS resources_by_owner
+    ON resources (owner, kind, created_at, resource_id);
+CREATE TABLE IF NOT EXISTS idempotency (
+    scope TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('in_flight', 'done')),
+    response TEXT,
+    expires_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS idempotency_by_expiry ON idempotency (expires_at);
+"""
+
+_COLUMNS = "resource_id, owner, upstream, kind, created_at, last_object"
+
+
+class SQLiteStore(Store):
+    """:class:`~sora_proxy.store.base.Store` in one SQLite file.
+
+    Each (process, thread) gets its own connection, opened on first use: gunicorn forks its
+    workers after the app (and this object) is built, and a SQLite connection must never cross
+    a fork. Writers are serialised by SQLite's file lock, so several processes on one host may
+    share the file; it must be on a local disk (WAL needs shared memory, not NFS).
+
+    :param path: the database file; its directory is created if missing.
+    :param timeout: seconds to wait for another writer's lock before answering 503.
+    :param cleanup_every: delete expired idempotency rows on every this-many-th claim.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 10.0,
+                 cleanup_every: int = 200) -> None:
+        self.path = Path(path)
+        self.timeout = timeout
+        self.cleanup_every = cleanup_every
+        self._local = threading.local()
+        self._claims = itertools.count(1)
+        # Connections inherited across a fork are kept referenced, never used or closed:
+        # closing one in the child could disturb the parent's locks on the file.
+        self._inherited: list[sqlite3.Connection] = []
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Create the file and schema now, before any fork, so workers do not race to.
+            self._connect().close()
+        except (OSError, sqlite3.Error) as error:
+            log.warning("SQLite store %s not ready yet: %s", self.path, error)
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, timeout=self.timeout, isolation_level=None
+        )
+        try:
+            conn.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.executescript(_SCHEMA)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _conn(self) -> sqlite3.Connection:
+        local = self._local
+        if getattr(local, "pid", None) != os.getpid():
+            if getattr(local, "conn", None) is not None:
+                self._inherited.append(local.conn)
+            local.conn, local.pid = None, os.getpid()
+        if local.conn is None:
+            local.conn = self._connect()
+        return local.conn
+
+    @contextmanager
+    def _db(self, operation: str) -> Iterator[sqlite3.Connection]:
+        """This thread's connection; any SQLite failure becomes 503 and drops the connection."""
+        conn: sqlite3.Connection | None = None
+        try:
+            conn = self._conn()
+            yield conn
+        except sqlite3.Error as error:
+            log.warning("SQLite store %s failed on %s: %s", operation, self.path, error)
+            self._drop(conn)
+            raise ServiceUnavailable(UNAVAILABLE) from None
+        except BaseException:
+            if conn is not None and conn.in_transaction:
+                self._drop(conn)  # closing rolls back; the next call reconnects
+            raise
+
+    def _drop(self, conn: sqlite3.Connection | None) -> None:
+        self._local.conn = None
+        if conn is not None:
+            try:
+                conn.close()  # rolls back any open transaction
+            except sqlite3.Error:
+                pass
+
+    def record(self, resource: OwnedResource) -> None:
+        """Record (or overwrite) who owns ``resource``."""
+        last = None if resource.last_object is None else json.dumps(resource.last_object)
+        with self._db("record") as db:
+            db.execute(
+                f"INSERT OR REPLACE INTO resources ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",  # noqa: S608
+                (resource.resource_id, resource.owner, resource.upstream, resource.kind,
+                 float(resource.created_at), last),
+            )
+
+    def get(self, resource_id: str) -> OwnedResource | None:
+        """The record for ``resource_id``, or ``None``."""
+        with self._db("get") as db:
+            row = db.execute(
+                f"SELECT {_COLUMNS} FROM resources WHERE resource_id = ?",  # noqa: S608
+                (resource_id,),
+            ).fetchone()
+        return None if row is None else _resource(row)
+
+    def update_object(self, resource_id: str, last_object: dict[str, Any]) -> None:
+        """Replace the last known object of an existing record (no-op if there is none)."""
+        with self._db("update_object") as db:
+            db.execute(
+                "UPDATE resources SET last_object = ? WHERE resource_id = ?",
+                (json.dumps(last_object), resource_id),
+            )
+
+    def forget(self, resource_id: str) -> None:
+        """Delete the record (no-op if there is none)."""
+        with self._db("forget") as db:
+            db.execute("DELETE FROM resources WHERE resource_id = ?", (resource_id,))
+
+    def list_owned(
+        self, owner: str, kind: Kind, *, after: str | None, limit: int, order: Order
+    ) -> tuple[list[OwnedResource], bool]:
+        """A page of ``owner``'s resources of ``kind`` by (created_at, resource_id).
+
+        Keyset pagination: the page starts strictly after ``after``'s (created_at, id).
+        Raises :class:`KeyError` if ``after`` is not one of ``owner``'s resources of ``kind``.
+        """
+        direction, compare = ("ASC", ">") if order == "asc" else ("DESC", "<")
+        # Only constants are spliced into the SQL; every value is a bound parameter.
+        query = f"SELECT {_COLUMNS} FROM resources WHERE owner = ? AND kind = ?"  # noqa: S608
+        params: list[Any] = [owner, kind]
+        with self._db("list_owned") as db:
+            if after is not None:
+                anchor = db.execute(
+                    "SELECT created_at FROM resources"
+                    " WHERE resource_id = ? AND owner = ? AND kind = ?",
+                    (after, owner, kind),
+                ).fetchone()
+                if anchor is None:
+                    raise KeyError(after)
+                query += f" AND (created_at, resource_id) {compare} (?, ?)"
+                params += [anchor[0], after]
+            query += f" ORDER BY created_at {direction}, resource_id {direction} LIMIT ?"
+            rows = db.execute(query, [*params, max(limit, 0) + 1]).fetchall()
+        return [_resource(row) for row in rows[:limit]], len(rows) > limit
+
+    def claim_idempotency_key(
+        self, scope: str, fingerprint: str, *, in_flight_ttl: float
+    ) -> ClaimResult:
+        """Atomically claim ``scope``: one ``BEGIN IMMEDIATE`` transaction, so one writer at a
+        time across every thread and process sharing the file."""
+        now = time.time()
+        with self._db("claim_idempotency_key") as db:
+            db.execute("BEGIN IMMEDIATE")
+            row = db.execute(
+                "SELECT fingerprint, state, response FROM idempotency"
+                " WHERE scope = ? AND expires_at > ?",
+                (scope, now),
+            ).fetchone()
+            if row is None:
+                db.execute(
+                    "INSERT OR REPLACE INTO idempotency"
+                    " (scope, fingerprint, state, response, expires_at)"
+                    " VALUES (?, ?, 'in_flight', NULL, ?)",
+                    (scope, fingerprint, now + in_flight_ttl),
+                )
+            db.execute("COMMIT")
+            if next(self._claims) % self.cleanup_every == 0:
+                db.execute("DELETE FROM idempotency WHERE expires_at <= ?", (now,))
+        if row is None:
+            return ClaimResult(Claim.NEW)
+        stored_fingerprint, state, response = row
+        stored = None if response is None else json.loads(response)
+        return decide(fingerprint, state, stored_fingerprint, stored)
+
+    def finish_idempotency_key(
+        self, scope: str, fingerprint: str, response: StoredResponse, *, ttl: float
+    ) -> None:
+        """Store the response for ``scope``, kept ``ttl`` seconds (overwrites the claim)."""
+        with self._db("finish_idempotency_key") as db:
+            db.execute(
+                "INSERT OR REPLACE INTO idempotency"
+                " (scope, fingerprint, state, response, expires_at) VALUES (?, ?, 'done', ?, ?)",
+                (scope, fingerprint, json.dumps(encode_response(response)), time.time() + ttl),
+            )
+
+    def release_idempotency_key(self, scope: str) -> None:
+        """Drop an in-flight claim; a finished record is left alone."""
+        with self._db("release_idempotency_key") as db:
+            db.execute(
+                "DELETE FROM idempotency WHERE scope = ? AND state = 'in_flight'", (scope,)
+            )
+
+    def ping(self) -> None:
+        """Raise :class:`~sora_proxy.errors.ServiceUnavailable` if the file cannot be used."""
+        with self._db("ping") as db:
+            db.execute("SELECT count(*) FROM idempotency WHERE 0").fetchone()
+
+    def close(self) -> None:
+        """Close this thread's connection (others close when their thread's state goes)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and getattr(self._local, "pid", None) == os.getpid():
+            self._drop(conn)
+
+
+def _resource(row: tuple[Any, ...]) -> OwnedResource:
+    resource_id, owner, upstream, kind, created_at, last_object = row
+    return OwnedResource(
+        resource_id=resource_id,
+        owner=owner,
+        upstream=upstream,
+        kind=kind,
+        created_at=created_at,
+        last_object=None if last_object is None else json.loads(last_object),
+    )
