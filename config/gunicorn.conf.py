@@ -19,12 +19,34 @@ keepalive = 5
 # Build the app once in the master so a bad setting stops start-up before any worker forks;
 # the upstream Session is made lazily in each worker (sora_proxy.upstream.UpstreamClient).
 preload_app = True
-# An empty SORA_PROXY_ACCESS_LOG turns the access log off (benchmarks).
-accesslog = os.environ.get("SORA_PROXY_ACCESS_LOG", "-") or None
+# The proxy writes its own JSON line per request (request id, caller, upstream, bytes) to
+# stderr; gunicorn's own access log would repeat it, so it is off unless asked for.
+accesslog = os.environ.get("SORA_PROXY_ACCESS_LOG") or None
 # The default access log format prints the request line; the query string never holds keys
 # here, and the Authorization header is never part of it.
 errorlog = "-"
+# Let a streaming response run to its end on SIGTERM before the worker exits.
 loglevel = os.environ.get("SORA_PROXY_LOG_LEVEL", "info")
 # gunicorn >= 25 opens a control socket at one fixed path per user; several proxies (or a
 # proxy and a test run) on one host would take it from each other. Older versions ignore this.
 control_socket_disable = True
+
+
+# Prometheus multiprocess mode: every worker writes its samples to one directory, which must
+# exist (and be empty) before the app, and so prometheus_client, is loaded.
+if os.environ.get("SORA_PROXY_METRICS", "").strip().lower() in ("1", "true", "yes", "on"):
+    import shutil
+    import tempfile
+
+    _metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(
+        prefix="sora-proxy-metrics-"
+    )
+    shutil.rmtree(_metrics_dir, ignore_errors=True)
+    os.makedirs(_metrics_dir)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
+
+    def child_exit(server, worker):
+        """Drop a dead worker's live gauges (counters keep its samples)."""
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)

@@ -15,9 +15,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .auth import AuthenticateCallback, Authenticator
 from .errors import ConfigError
+from .observability import configure_standalone_logging
 from .relay import EXTENSION_KEY, ProxyState, create_blueprint
 from .settings import environment_config, load_settings
 from .store import open_store
@@ -70,4 +72,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     if config:
         app.config.update(config)
     SoraProxy(app)
+    configure_standalone_logging()
+    hops = app.extensions[EXTENSION_KEY].settings.trusted_proxies
+    if hops:
+        # The whole app is ours, so the client address is fixed for every route at once.
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops
+        )
     return app

@@ -87,9 +87,17 @@ class InvalidRequest(ProxyError):
 
 
 class ReferenceFetchFailed(InvalidRequest):
-    """A URL the caller named could not be fetched, or may not be (400)."""
+    """A URL the caller named could not be fetched, or may not be (400).
+
+    :param reason: ``refused`` (not allowed: scheme, address), ``failed`` (network, status,
+        timeout) or ``too_large``; a metrics label, never shown to the caller.
+    """
 
     code = "invalid_reference_url"
+
+    def __init__(self, message: str, *, param: str | None = None, reason: str = "failed") -> None:
+        super().__init__(message, param=param)
+        self.reason = reason
 
 
 class Unauthorized(ProxyError):

@@ -340,12 +340,16 @@ def _remaining(deadline_at: float, param: str) -> float:
 
 
 def _refused(param: str, why: str) -> ReferenceFetchFailed:
-    return ReferenceFetchFailed(f"{param} URL is not allowed: {why}.", param=param)
+    return ReferenceFetchFailed(
+        f"{param} URL is not allowed: {why}.", param=param, reason="refused"
+    )
 
 
-def _failed(param: str, why: str) -> ReferenceFetchFailed:
-    return ReferenceFetchFailed(f"{param} URL could not be fetched: {why}.", param=param)
+def _failed(param: str, why: str, reason: str = "failed") -> ReferenceFetchFailed:
+    return ReferenceFetchFailed(
+        f"{param} URL could not be fetched: {why}.", param=param, reason=reason
+    )
 
 
 def _too_large(param: str, max_bytes: int) -> ReferenceFetchFailed:
-    return _failed(param, f"the content is larger than the {max_bytes}-byte limit")
+    return _failed(param, f"the content is larger than the {max_bytes}-byte limit", "too_large")

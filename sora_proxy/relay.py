@@ -13,16 +13,20 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.exceptions import MethodNotAllowed as RoutingMethodNotAllowed
 from werkzeug.exceptions import NotFound as RoutingNotFound
 
-from . import views
+from . import health, views
 from .auth import Authenticator
 from .errors import (
     MethodNotAllowed,
     NotFound,
     ProxyError,
+    ReferenceFetchFailed,
     error_response,
     from_http_exception,
 )
+from .health import ReadinessProbe
 from .idempotency import Idempotency
+from .metrics import Metrics
+from .observability import begin_request, current_info, finish_request
 from .ownership import Ownership
 from .settings import Settings
 from .store import Store
@@ -46,6 +50,9 @@ ROUTES = (
     ("/v1/videos/<video_id>/content", views.video_content, ["GET", "HEAD"]),
     ("/v1/videos/<video_id>/remix", views.remix_video, ["POST"]),
     ("/sora/v1/characters", views.create_character_from_url, ["POST"]),
+    ("/healthz", health.healthz, ["GET"]),
+    ("/readyz", health.readyz, ["GET"]),
+    ("/metrics", health.metrics, ["GET"]),
 )
 _FALLBACK_RULES = ("/v1/videos", "/v1/videos/<path:rest>", "/sora/v1/characters")
 
@@ -73,6 +80,8 @@ class ProxyState:
             if store
             else None
         )
+        self.metrics = Metrics() if settings.metrics else None
+        self.readiness = ReadinessProbe()
 
 
 def _fallback(rest: str = "") -> Response:
@@ -97,16 +106,22 @@ def _fallback(rest: str = "") -> Response:
 
 
 def _render_proxy_error(error: ProxyError) -> Response:
+    info = current_info()
+    if info is not None:
+        info.error_code = error.code or f"http_{error.status}"
+    metrics = current_app.extensions[EXTENSION_KEY].metrics
+    if metrics is not None and isinstance(error, ReferenceFetchFailed):
+        metrics.fetches_refused.labels(error.reason).inc()
     return error_response(error)
 
 
 def _render_http_exception(error: HTTPException) -> Response:
-    return error_response(from_http_exception(error))
+    return _render_proxy_error(from_http_exception(error))
 
 
 def _render_unexpected(error: Exception) -> Response:
     log.exception("unexpected error in sora_proxy")
-    return error_response(
+    return _render_proxy_error(
         ProxyError("The proxy failed to handle the request.", code="internal_error")
     )
 
@@ -121,6 +136,8 @@ def create_blueprint() -> Blueprint:
     # Registered last: for a path and method a real route takes, the real route wins.
     for rule in _FALLBACK_RULES:
         blueprint.add_url_rule(rule, endpoint="fallback", view_func=_fallback, methods=_ALL_METHODS)
+    blueprint.before_request(begin_request)
+    blueprint.after_request(finish_request)
     blueprint.register_error_handler(ProxyError, _render_proxy_error)
     blueprint.register_error_handler(HTTPException, _render_http_exception)
     blueprint.register_error_handler(Exception, _render_unexpected)

@@ -52,6 +52,10 @@ class Settings:
     store_url: str | None = None
     store_prefix: str = "sora_proxy:"
     idempotency_ttl: float = 86400.0
+    #: Proxies in front (nginx: 1) whose X-Forwarded-* headers are trusted.
+    trusted_proxies: int = 0
+    metrics: bool = False
+    log_prompts: bool = False
 
     def __repr__(self) -> str:
         # The dataclass repr would print keys; a Settings object may end up in a log line.
@@ -104,6 +108,19 @@ def _number(
         raise ConfigError(PREFIX + name, f"must be {kind}") from None
     if isinstance(value, bool) or not number > 0:
         raise ConfigError(PREFIX + name, "must be a positive number")
+    return number
+
+
+def _count(config: Mapping[str, Any], name: str) -> int:
+    value = _raw(config, name)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return 0
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(PREFIX + name, "must be a whole number (0 or more)") from None
+    if isinstance(value, bool) or number < 0:
+        raise ConfigError(PREFIX + name, "must be a whole number (0 or more)")
     return number
 
 
@@ -203,6 +220,9 @@ def load_settings(config: Mapping[str, Any], *, has_authenticate: bool = False) 
         store_url=_string(config, "STORE_URL", None),
         store_prefix=_string(config, "STORE_PREFIX", "sora_proxy:") or "sora_proxy:",
         idempotency_ttl=_number(config, "IDEMPOTENCY_TTL", 86400.0),
+        trusted_proxies=_count(config, "TRUSTED_PROXIES"),
+        metrics=_boolean(config, "METRICS", False),
+        log_prompts=_boolean(config, "LOG_PROMPTS", False),
     )
 
 

@@ -167,6 +167,11 @@ class StreamedUpload:
         self._inspector = _Inspector(boundary.encode("latin-1"), file_param)
         self._prefix: list[bytes] = []
 
+    @property
+    def bytes_read(self) -> int:
+        """Body bytes read from the client so far."""
+        return self._read_total
+
     def read_head(self) -> UploadHead:
         """Read until the video's first bytes (or the body's end) and check what came so far."""
         inspector = self._inspector

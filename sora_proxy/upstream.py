@@ -11,7 +11,7 @@ import http.cookiejar
 import logging
 import os
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,6 +111,10 @@ class UpstreamClient:
         self._session: requests.Session | None = None
         self._session_pid = -1
 
+    def upstreams(self) -> dict[str, Upstream]:
+        """Every configured upstream by name."""
+        return {"default": self.upstream}
+
     @property
     def session(self) -> requests.Session:
         """This process's Session."""
@@ -206,10 +210,18 @@ class UpstreamBody:
     def __init__(self, upstream: requests.Response, chunk_size: int = CHUNK_SIZE) -> None:
         self._upstream = upstream
         self._chunk_size = chunk_size
+        self._callbacks: list[Callable[[int], None]] = []
+        self.sent = 0
+
+    def add_close_callback(self, callback: Callable[[int], None]) -> None:
+        """Call ``callback(bytes_sent)`` once, when the body is closed."""
+        self._callbacks.append(callback)
 
     def __iter__(self) -> Iterator[bytes]:
         try:
-            yield from self._upstream.raw.stream(self._chunk_size, decode_content=False)
+            for chunk in self._upstream.raw.stream(self._chunk_size, decode_content=False):
+                self.sent += len(chunk)
+                yield chunk
         except Exception:
             # Headers are already sent, so the status cannot change. Re-raising makes the
             # server drop the connection instead of ending a chunked body cleanly, so the
@@ -220,8 +232,11 @@ class UpstreamBody:
             self._upstream.close()
 
     def close(self) -> None:
-        """Release the upstream connection (idempotent)."""
+        """Release the upstream connection, then run the close callbacks (idempotent)."""
         self._upstream.close()
+        callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback(self.sent)
 
 
 def answer_headers(upstream: requests.Response, method: str) -> list[tuple[str, str]]:

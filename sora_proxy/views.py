@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from typing import Any
@@ -22,6 +23,7 @@ from .auth import Caller
 from .bodies import FormBody, media_type, read_form_body, read_json_object
 from .errors import InvalidRequest, UnsupportedMediaType, UpstreamTimeout, UpstreamUnreachable
 from .fetch import open_url
+from .observability import current_info
 from .plan import fetch_policy, form_text, load_create, plan_create
 from .schemas import (
     CharacterSchema,
@@ -58,7 +60,18 @@ def _state() -> Any:
 
 
 def _caller() -> Caller:
-    return _state().authenticator.authenticate(request)
+    caller = _state().authenticator.authenticate(request)
+    info = current_info()
+    if info is not None:
+        info.caller = caller.name
+    return caller
+
+
+def _note_prompt(fields: dict[str, Any]) -> None:
+    """Keep the prompt for the log line (written only with SORA_PROXY_LOG_PROMPTS)."""
+    info = current_info()
+    if info is not None and isinstance(fields.get("prompt"), str):
+        info.prompt = fields["prompt"]
 
 
 def _owned() -> bool:
@@ -87,7 +100,12 @@ def _send(
         headers["Idempotency-Key"] = idempotency_key
     if content_type:
         headers["Content-Type"] = content_type
-    return _state().upstream.send(
+    info = current_info()
+    if info is not None:
+        headers["X-Request-ID"] = info.request_id
+        info.upstream = "default"
+    started = time.perf_counter()
+    upstream = _state().upstream.send(
         method,
         path,
         headers=headers,
@@ -95,6 +113,12 @@ def _send(
         body=body,
         caller_authorization=caller.upstream_authorization,
     )
+    metrics = _state().metrics
+    if metrics is not None and info is not None:
+        metrics.upstream_latency.labels(info.route, info.upstream).observe(
+            time.perf_counter() - started
+        )
+    return upstream
 
 
 def _answer(status: int, headers: list[tuple[str, str]], body: bytes) -> Response:
@@ -154,6 +178,8 @@ def _post(
         if ticket:
             state.idempotency.release(ticket)
         raise
+    if upload is not None and (info := current_info()) is not None:
+        info.extra["bytes_in"] = upload.bytes_read
     if kind is not None and 200 <= status < 300:
         state.ownership.record_created(caller.name, kind, data)
     if ticket:
@@ -185,6 +211,7 @@ def create_video() -> Response:
     settings = _state().settings
     body = read_form_body(request, max_bytes=settings.create_body_limit)
     params = load_create(body)
+    _note_prompt(params)
     fingerprint = idempotency.fingerprint("create", params, _file_digests(body))
 
     def prepare(_: ExitStack) -> Prepared:
@@ -247,6 +274,7 @@ def remix_video(video_id: str) -> Response:
     if body.files:
         raise InvalidRequest("remix takes no file parts.", param=next(iter(body.files)))
     fields = load_or_raise(RemixSchema(), body.fields)
+    _note_prompt(fields)
     _require(caller, video_id, "video")
     fingerprint = idempotency.fingerprint(f"remix/{video_id}", fields)
     return _post(path, caller, "video", fingerprint, lambda _: _json_body(fields))
@@ -266,6 +294,7 @@ def _video_job(path: str, schema: type) -> Response:
     caller = _caller()
     if media_type(request) == "application/json":
         fields = load_or_raise(schema(), read_json_object(request, max_bytes=SMALL_BODY_BYTES))
+        _note_prompt(fields)
         if "video" not in fields:
             raise InvalidRequest("Missing required parameter: 'video'.", param="video")
         _require(caller, fields["video"]["id"], "video")
@@ -283,6 +312,7 @@ def _video_job(path: str, schema: type) -> Response:
             raise InvalidRequest("Missing required parameter: 'video'.", param="video")
 
     check(head.fields, partial=not head.complete)
+    _note_prompt(head.fields)
     video = head.fields.get("video")
     if isinstance(video, dict) and isinstance(video.get("id"), str):
         _require(caller, video["id"], "video")

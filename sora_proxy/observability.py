@@ -1,0 +1,150 @@
+"""Request ids, one JSON log line per request, and Prometheus metrics.
+
+Hooks are registered on the proxy's blueprint only, so a host app's own routes are neither
+logged nor counted here. A streamed download is logged when its last byte has gone (or the
+client left), with the bytes actually sent.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Response, current_app, g, request
+
+access_log = logging.getLogger("sora_proxy.access")
+_REQUEST_ID_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
+
+
+@dataclass
+class RequestInfo:
+    """What one request's log line and metrics need, filled in as the request goes."""
+
+    request_id: str
+    started: float
+    route: str
+    client_addr: str | None
+    caller: str | None = None
+    upstream: str | None = None
+    upstream_request_id: str | None = None
+    error_code: str | None = None
+    prompt: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def current_info() -> RequestInfo | None:
+    """This request's :class:`RequestInfo` (``None`` for health and metrics routes)."""
+    return g.get("sora_proxy_info")
+
+
+def _request_id() -> str:
+    incoming = request.headers.get("X-Request-ID", "")
+    if 0 < len(incoming) <= 128 and set(incoming) <= _REQUEST_ID_OK:
+        return incoming
+    return f"req_{uuid.uuid4().hex}"
+
+
+def client_address(trusted_hops: int) -> str | None:
+    """The real client address: werkzeug's ProxyFix rule, applied only to this request.
+
+    In a host app the proxy must not rewrite the app's WSGI environ, so the ``X-Forwarded-For``
+    hop count is applied here; under :func:`~sora_proxy.create_app`, ProxyFix has run already.
+    """
+    if trusted_hops <= 0 or "werkzeug.proxy_fix.orig" in request.environ:
+        return request.remote_addr
+    forwarded = [part.strip() for part in request.headers.get("X-Forwarded-For", "").split(",")]
+    forwarded = [part for part in forwarded if part]
+    if len(forwarded) >= trusted_hops:
+        return forwarded[-trusted_hops]
+    return request.remote_addr
+
+
+def begin_request() -> None:
+    """Blueprint ``before_request``: start the clock and fix the request id."""
+    if request.endpoint and request.endpoint.rsplit(".", 1)[-1] in QUIET_ENDPOINTS:
+        return
+    state = current_app.extensions["sora_proxy"]
+    g.sora_proxy_info = RequestInfo(
+        request_id=_request_id(),
+        started=time.perf_counter(),
+        route=request.url_rule.rule if request.url_rule else request.path,
+        client_addr=client_address(state.settings.trusted_proxies),
+    )
+
+
+def finish_request(response: Response) -> Response:
+    """Blueprint ``after_request``: add the request id; log and count, now or at stream end."""
+    info = current_info()
+    if info is None:
+        return response
+    if "X-Request-ID" not in response.headers:
+        response.headers["X-Request-ID"] = info.request_id
+    else:
+        info.upstream_request_id = response.headers["X-Request-ID"]
+    state = current_app.extensions["sora_proxy"]
+    record = {
+        "request_id": info.request_id,
+        "caller": info.caller,
+        "method": request.method,
+        "route": info.route,
+        "path": request.path,
+        "status": response.status_code,
+        "upstream": info.upstream,
+        "upstream_request_id": info.upstream_request_id,
+        "client_addr": info.client_addr,
+        "bytes_in": request.content_length or info.extra.get("bytes_in", 0),
+        "error_code": info.error_code,
+    }
+    if state.settings.log_prompts and info.prompt is not None:
+        record["prompt"] = info.prompt
+    metrics = state.metrics
+    body = response.response
+    if hasattr(body, "add_close_callback"):
+        body.add_close_callback(lambda sent: _emit(record, info.started, sent, metrics))
+    else:
+        sent = 0 if request.method == "HEAD" else (response.calculate_content_length() or 0)
+        _emit(record, info.started, sent, metrics)
+    return response
+
+
+def _emit(record: dict[str, Any], started: float, bytes_out: int, metrics: Any) -> None:
+    duration = time.perf_counter() - started
+    record = {
+        "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        **record,
+        "duration_ms": round(duration * 1000, 1),
+        "bytes_out": bytes_out,
+    }
+    access_log.info(json.dumps(record, separators=(",", ":")))
+    if metrics is not None:
+        metrics.observe_request(record)
+
+
+#: Endpoints that are neither logged nor counted (probes and scrapes every few seconds).
+QUIET_ENDPOINTS = frozenset({"healthz", "readyz", "metrics"})
+
+
+class _LineFormatter(logging.Formatter):
+    """Access lines as they are (already JSON); everything else with time, level and name."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.name == access_log.name:
+            return record.getMessage()
+        return super().format(record)
+
+
+def configure_standalone_logging() -> None:
+    """Log lines to stderr for the standalone app (a host app configures its own logging)."""
+    logger = logging.getLogger("sora_proxy")
+    if logger.handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(_LineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(os.environ.get("SORA_PROXY_LOG_LEVEL", "INFO").upper())

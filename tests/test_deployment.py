@@ -1,0 +1,252 @@
+"""The deployment the README describes: client -> nginx (config/nginx/sora-proxy.conf) ->
+gunicorn (config/gunicorn.conf.py) -> the proxy -> the simulator upstream, all on loopback."""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import re
+import socket
+import time
+import uuid
+
+import openai
+import pytest
+import requests
+from conftest import UPSTREAM_KEY
+from nginx import Nginx
+from servers import Gunicorn
+
+from sora_proxy.simulator import SimulatorServer, large_body_sha256
+from sora_proxy.simulator.media import load as load_asset
+from sora_proxy.store import OwnedResource, open_store
+
+MB = 1024 * 1024
+KEY = "sk-deployment-caller-5e0c"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+MP4, _, _ = load_asset("video")
+
+
+@pytest.fixture(scope="module")
+def sim():
+    with SimulatorServer(seconds_per_step=0.05, api_key=UPSTREAM_KEY) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def store_url(tmp_path_factory):
+    return f"sqlite:///{tmp_path_factory.mktemp('store') / 's.db'}"
+
+
+@pytest.fixture(scope="module")
+def proxy(sim, store_url, tmp_path_factory):
+    server = Gunicorn({
+        "SORA_PROXY_UPSTREAM_URL": sim.base_url,
+        "SORA_PROXY_UPSTREAM_API_KEY": UPSTREAM_KEY,
+        "SORA_PROXY_API_KEYS": f"dep:{KEY}",
+        "SORA_PROXY_TRUSTED_PROXIES": "1",
+        "SORA_PROXY_STORE_URL": store_url,
+    }, tmp_path_factory.mktemp("gunicorn") / "gunicorn.log")
+    yield server
+    log = server.stop()
+    assert UPSTREAM_KEY not in log and KEY not in log
+
+
+@pytest.fixture(scope="module")
+def nginx(proxy, tmp_path_factory):
+    with Nginx(f"127.0.0.1:{proxy.port}", tmp_path_factory.mktemp("nginx")) as server:
+        yield server
+    assert "[alert]" not in server.logs() and "[emerg]" not in server.logs()
+
+
+def own(store_url: str, video_id: str) -> None:
+    """Record ``video_id`` (added straight to the simulator) as the test caller's."""
+    store = open_store(store_url)
+    try:
+        store.record(OwnedResource(video_id, "dep", "default", "video", time.time(), None))
+    finally:
+        store.close()
+
+
+def proxy_log_entries(proxy: Gunicorn) -> list[dict]:
+    """The proxy's JSON log lines so far (one object per line on gunicorn's stderr)."""
+    entries = []
+    for line in proxy.log_path.read_text(errors="replace").splitlines():
+        if line.startswith("{"):
+            try:
+                entries.append(json.loads(line))
+            except ValueError:
+                continue
+    return entries
+
+
+def proxy_log_entry(proxy: Gunicorn, request_id: str) -> dict:
+    """The proxy's log line for ``request_id`` (written as the response ends: poll briefly)."""
+    deadline = time.monotonic() + 5
+    while True:
+        found = [e for e in proxy_log_entries(proxy) if e.get("request_id") == request_id]
+        if found or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert len(found) == 1, f"no single JSON log line with request_id {request_id!r}"
+    return found[0]
+
+
+def test_sdk_create_and_poll_through_nginx(nginx, sim):
+    client = openai.OpenAI(base_url=nginx.url + "/v1", api_key=KEY, max_retries=0)
+    video = client.videos.create_and_poll(prompt="A lighthouse in fog", seconds="4")
+    assert video.status == "completed" and video.progress == 100
+    assert [v.id for v in client.videos.list()] == [video.id]
+    assert client.videos.download_content(video.id).content == MP4
+    assert sim.state.requests[-1].header("Authorization") == f"Bearer {UPSTREAM_KEY}"
+
+
+def test_200_mb_download_is_byte_for_byte(nginx, sim, store_url):
+    size = 200 * MB
+    video_id = sim.state.add_large_video(size, seed=11)
+    own(store_url, video_id)
+    digest = hashlib.sha256()
+    received = 0
+    with requests.get(f"{nginx.url}/v1/videos/{video_id}/content", headers=AUTH,
+                      stream=True, timeout=60) as response:
+        assert response.status_code == 200
+        assert response.headers["Content-Length"] == str(size)
+        assert response.headers["Content-Type"] == "video/mp4"
+        assert "Content-Encoding" not in response.headers
+        for chunk in response.raw.stream(MB, decode_content=False):
+            digest.update(chunk)
+            received += len(chunk)
+    assert received == size
+    assert digest.hexdigest() == large_body_sha256(size, seed=11)
+
+
+def test_range_through_nginx(nginx, sim, store_url):
+    video_id = sim.state.add_large_video(8 * MB, seed=5)
+    own(store_url, video_id)
+    response = requests.get(f"{nginx.url}/v1/videos/{video_id}/content", timeout=30,
+                            headers={**AUTH, "Range": "bytes=100-1099"})
+    assert response.status_code == 206
+    assert response.headers["Content-Range"] == f"bytes 100-1099/{8 * MB}"
+    assert len(response.content) == 1000
+
+
+def test_50_mb_upload_to_edits_is_streamed_byte_for_byte(nginx, sim):
+    size = 50 * MB
+    boundary = "deployment-boundary-9"
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"prompt\"\r\n\r\nSnow\r\n"
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"video\"; filename=\"big.mp4\"\r\n"
+            "Content-Type: video/mp4\r\n\r\n").encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+    block = (MP4 * (MB // len(MP4) + 1))[:MB]  # starts with a real MP4 header
+    digest = hashlib.sha256()
+
+    class Body:
+        def __iter__(self):
+            yield head
+            for _ in range(size // MB):
+                digest.update(block)
+                yield block
+            yield tail
+
+        def __len__(self):
+            return len(head) + size + len(tail)
+
+    response = requests.post(f"{nginx.url}/v1/videos/edits", data=Body(), timeout=120,
+                             headers={**AUTH, "Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert response.status_code == 200, response.text
+    recorded = sim.state.requests[-1]
+    assert recorded.path == "/v1/videos/edits"
+    assert recorded.header("Content-Length") == str(len(head) + size + len(tail))
+    (video,) = recorded.files["video"]
+    assert video.size == size
+    assert video.sha256 == digest.hexdigest()
+
+
+def test_a_bad_upload_is_refused_while_it_is_still_being_sent(nginx, sim):
+    # Unbuffered uploads: the proxy sees the first bytes at once and refuses a file that is
+    # not a video, with 99 of the 100 announced MB never sent (nginx buffering the body would
+    # wait for all of them).
+    boundary = "bad-upload"
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"prompt\"\r\n\r\nSnow\r\n"
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"video\"; filename=\"a.mp4\"\r\n"
+            "Content-Type: video/mp4\r\n\r\n").encode()
+    before = len(sim.state.requests)
+    with socket.create_connection(("127.0.0.1", nginx.port), timeout=10) as conn:
+        conn.sendall(f"POST /v1/videos/edits HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {KEY}\r\n"
+                     f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+                     f"Content-Length: {100 * MB}\r\n\r\n".encode() + head + bytes(MB))
+        answer = conn.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
+    assert b"Content-Type: application/json" in answer.partition(b"\r\n\r\n")[0]
+    assert len(sim.state.requests) == before  # nothing reached the upstream
+
+
+def test_client_address_and_request_id_reach_the_proxy_log(nginx, proxy):
+    request_id = f"dep-test-{uuid.uuid4()}"
+    conn = http.client.HTTPConnection("127.0.0.1", nginx.port, timeout=10,
+                                      source_address=("127.0.0.2", 0))
+    try:
+        # A client-sent X-Forwarded-For must not decide the address (nginx appends the real
+        # one; the proxy trusts only that last hop).
+        conn.request("GET", "/v1/videos?limit=5", headers={
+            **AUTH, "X-Request-ID": request_id, "X-Forwarded-For": "203.0.113.9"})
+        response = conn.getresponse()
+        response.read()
+    finally:
+        conn.close()
+    assert response.status == 200
+    (seen,) = [e for e in nginx.access_entries() if e["request_id"] == request_id]
+    assert seen["remote_addr"] == "127.0.0.2"
+    entry = proxy_log_entry(proxy, request_id)
+    assert entry["client_addr"] == "127.0.0.2"
+    assert entry["caller"] == "dep" and entry["status"] == 200 and entry["method"] == "GET"
+    for key in ("route", "path", "upstream", "duration_ms", "bytes_in", "bytes_out"):
+        assert key in entry
+
+
+def test_a_request_id_is_made_when_the_client_sends_none(nginx, proxy):
+    missing = f"video_{uuid.uuid4().hex}"  # not this caller's: answered by the proxy itself
+    response = requests.get(f"{nginx.url}/v1/videos/{missing}", headers=AUTH, timeout=10)
+    assert response.status_code == 404
+    made = response.headers.get("X-Request-ID")
+    assert made and re.fullmatch(r"[0-9a-f]{32}", made)  # nginx's $request_id
+    (seen,) = [e for e in nginx.access_entries() if e["uri"] == f"/v1/videos/{missing}"]
+    assert seen["request_id"] == made
+    assert proxy_log_entry(proxy, made)["status"] == 404
+
+
+def test_nginx_does_not_read_ahead_and_a_leaving_client_stops_the_upstream(nginx, sim, store_url):
+    video_id = sim.state.add_large_video(2048 * MB, seed=1)
+    own(store_url, video_id)
+    before = len(sim.state.content_streams)
+    with requests.get(f"{nginx.url}/v1/videos/{video_id}/content", headers=AUTH,
+                      stream=True, timeout=30) as response:
+        assert response.status_code == 200
+        assert len(response.raw.read(4 * MB, decode_content=False)) == 4 * MB
+        # Let every buffer on the way fill up, then see how far the upstream got.
+        sent = -1
+        for _ in range(40):
+            time.sleep(0.05)
+            (record,) = sim.state.content_streams[before:]
+            if record.bytes_sent == sent:
+                break
+            sent = record.bytes_sent
+        # Socket buffers hold a few MB per hop; a buffering nginx would pull up to 1 GB ahead.
+        assert record.bytes_sent < 128 * MB
+    deadline = time.monotonic() + 15
+    while not record.ended and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert record.closed_early and not record.finished
+
+
+def test_nginx_answers_in_the_envelope_when_gunicorn_is_down(tmp_path):
+    from servers import free_port
+
+    with Nginx(f"127.0.0.1:{free_port()}", tmp_path) as down:
+        response = requests.post(f"{down.url}/v1/videos", json={"prompt": "p"}, headers=AUTH, timeout=10)
+        assert response.status_code == 502
+        assert response.json()["error"]["type"] == "server_error"
+        assert response.headers["x-should-retry"] == "false"  # the SDK must not retry a POST
+        assert response.headers["X-Request-ID"]
+        assert requests.get(f"{down.url}/v1/videos", headers=AUTH, timeout=10).status_code == 502
