@@ -23,6 +23,7 @@ from .observability import configure_standalone_logging
 from .relay import EXTENSION_KEY, ProxyState, create_blueprint
 from .settings import environment_config, load_settings
 from .store import open_store
+from .upstreams import load_catalog
 
 __all__ = ["ConfigError", "SoraProxy", "create_app"]
 __version__ = "0.1.0"
@@ -50,14 +51,22 @@ class SoraProxy:
         """
         settings = load_settings(app.config, has_authenticate=self._authenticate is not None)
         authenticator = Authenticator(settings, self._authenticate)
+        catalog = load_catalog(settings)
+        keyed = any(upstream.api_key for upstream in catalog.upstreams.values())
+        if keyed and not authenticator.identifies_callers and not settings.allow_anonymous:
+            raise ConfigError(
+                "SORA_PROXY_API_KEYS",
+                "is empty while upstream keys are configured: anyone could spend them; "
+                "set caller keys or SORA_PROXY_ALLOW_ANONYMOUS=true",
+            )
         store = None
-        if authenticator.identifies_callers:
+        if authenticator.identifies_callers or len(catalog.upstreams) > 1:
             url = settings.store_url or f"sqlite:///{app.instance_path}/sora_proxy.sqlite3"
             try:
                 store = open_store(url, prefix=settings.store_prefix)
             except ValueError as error:
                 raise ConfigError("SORA_PROXY_STORE_URL", str(error)) from None
-        state = ProxyState(settings, authenticator, store)
+        state = ProxyState(settings, authenticator, catalog, store)
         app.extensions[EXTENSION_KEY] = state
         app.register_blueprint(create_blueprint(), url_prefix=settings.url_prefix or None)
 

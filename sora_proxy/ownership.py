@@ -41,13 +41,12 @@ def parse_object(body: bytes) -> dict[str, Any] | None:
 class Ownership:
     """Records and checks ownership in a :class:`~sora_proxy.store.Store`.
 
-    :param upstream_name: recorded with each resource, so by-id calls can go back to the
-        upstream that holds it.
+    Each record names the upstream that holds the resource, so every by-id call goes back to
+    that upstream, with its key.
     """
 
-    def __init__(self, store: Store, upstream_name: str = "default") -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
-        self.upstream_name = upstream_name
 
     def require(self, owner: str, resource_id: str, kind: Kind) -> OwnedResource:
         """The record of ``resource_id`` if ``owner`` owns it, else the not-found 404."""
@@ -56,8 +55,8 @@ class Ownership:
             raise not_found(kind, resource_id)
         return record
 
-    def record_created(self, owner: str, kind: Kind, body: bytes) -> None:
-        """Record the resource an upstream 2xx answer created."""
+    def record_created(self, owner: str, kind: Kind, body: bytes, upstream: str) -> None:
+        """Record the resource an upstream 2xx answer created, and the upstream holding it."""
         created = parse_object(body)
         resource_id = created.get("id") if created else None
         if not isinstance(resource_id, str) or not resource_id:
@@ -65,7 +64,7 @@ class Ownership:
             log.error("upstream created a %s but its answer has no id; not recorded", kind)
             return
         self.store.record(
-            OwnedResource(resource_id, owner, self.upstream_name, kind, time.time(), created)
+            OwnedResource(resource_id, owner, upstream, kind, time.time(), created)
         )
 
     def refresh(self, resource_id: str, body: bytes) -> None:

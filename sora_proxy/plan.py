@@ -8,6 +8,7 @@ is the one exception: it can only be expressed in the upstream's JSON form.
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 from urllib3 import encode_multipart_formdata
 
 from .bodies import FormBody
+from .errors import InvalidRequest
 from .fetch import FetchPolicy
 from .references import PARAM as REFERENCE_PARAM
 from .references import (
@@ -28,7 +30,8 @@ from .references import (
 )
 from .schemas import CreateVideoSchema, load_or_raise, load_output_config
 from .settings import Settings
-from .sizing import decide_size
+from .sizing import DEFAULT_MODEL, decide_size
+from .upstreams import Catalog, Upstream
 
 _ORDERED = ("prompt", "model", "size", "seconds")
 
@@ -39,6 +42,64 @@ class UpstreamBody:
 
     content: bytes
     content_type: str
+
+
+@dataclass(frozen=True)
+class CreatePlan:
+    """A validated create, ready to be encoded for whichever upstream takes it.
+
+    :param model: the caller-facing model (``sora-2`` when the caller named none).
+    :param fields: the text fields in upstream order, the caller's model name included only
+        if the caller gave one.
+    """
+
+    model: str
+    fields: dict[str, Any]
+    image: ReferenceImage | None = None
+    file_id: str | None = None
+    extra_files: tuple[tuple[str, str, bytes, str | None], ...] = ()
+
+    @property
+    def size(self) -> str | None:
+        """The size decided for the video, if any."""
+        return self.fields.get("size")
+
+    @property
+    def seconds(self) -> str | None:
+        """The seconds asked for, if any."""
+        return self.fields.get("seconds")
+
+    def encode(self, upstream: Upstream) -> UpstreamBody:
+        """The body in ``upstream``'s dialect: its deployment name for the model, and the
+        reference as a file part (multipart, the default) or a data URI (``json`` form)."""
+        fields = dict(self.fields)
+        deployment = upstream.models[self.model].deployment
+        if "model" in fields or deployment != self.model:
+            fields["model"] = deployment
+        if self.file_id is not None:
+            fields[REFERENCE_PARAM] = {"file_id": self.file_id}
+            return _json_body(fields)
+        if self.image is not None and upstream.reference_form == "json":
+            if self.extra_files:
+                raise InvalidRequest(
+                    "This upstream takes JSON bodies; extra file parts cannot be sent.",
+                    param=self.extra_files[0][0],
+                )
+            encoded = base64.b64encode(self.image.data).decode("ascii")
+            fields[REFERENCE_PARAM] = {"image_url": f"data:{self.image.mime_type};base64,{encoded}"}
+            return _json_body(fields)
+        parts: list[Any] = [(name, form_text(value)) for name, value in fields.items()]
+        if self.image is not None:
+            parts.append(
+                (REFERENCE_PARAM, (self.image.filename, self.image.data, self.image.mime_type))
+            )
+        parts += [(name, (filename, data, mime)) for name, filename, data, mime in self.extra_files]
+        content, content_type = encode_multipart_formdata(parts)
+        return UpstreamBody(content, content_type)
+
+
+def _json_body(fields: dict[str, Any]) -> UpstreamBody:
+    return UpstreamBody(json.dumps(fields).encode("utf-8"), "application/json")
 
 
 def fetch_policy(settings: Settings, *, video: bool = False) -> FetchPolicy:
@@ -57,17 +118,31 @@ def load_create(body: FormBody) -> dict[str, Any]:
     return load_or_raise(CreateVideoSchema(), body.fields)
 
 
-def plan_create(body: FormBody, params: dict[str, Any], settings: Settings) -> UpstreamBody:
-    """Build the upstream request body for a create whose fields :func:`load_create` checked.
+def plan_create(
+    body: FormBody, params: dict[str, Any], settings: Settings, catalog: Catalog
+) -> CreatePlan:
+    """Plan a create whose fields :func:`load_create` checked.
 
-    :raises ProxyError: an unreadable or refused reference, or a size conflict, all before
-        the upstream is contacted.
+    :raises ProxyError: an unknown model, an unreadable or refused reference, or a size
+        conflict, all before any upstream is contacted.
     """
+    model = params.get("model") or DEFAULT_MODEL
+    route = catalog.models.get(model)
+    if route is None:
+        raise InvalidRequest(
+            f"Invalid 'model': must be one of {', '.join(sorted(catalog.models))}.",
+            param="model",
+        )
+    seconds = params.get("seconds")
+    if seconds is not None and seconds not in route.seconds:
+        raise InvalidRequest(
+            f"Invalid 'seconds': Must be one of {', '.join(route.seconds)}.", param="seconds"
+        )
     output_config = load_output_config(params.get("metadata"))
     reference = _reference(body, params, settings)
     image = reference if isinstance(reference, ReferenceImage) else None
     size = decide_size(
-        params.get("model"), params.get("size"), output_config, image.size if image else None
+        model, route.sizes, params.get("size"), output_config, image.size if image else None
     )
     if image is not None and size is not None:
         image = fit_image(image, size, settings.reference_fit)
@@ -79,19 +154,20 @@ def plan_create(body: FormBody, params: dict[str, Any], settings: Settings) -> U
     fields.update((name, value) for name, value in params.items() if name not in declared)
     if settings.forward_metadata and params.get("metadata") is not None:
         fields["metadata"] = params["metadata"]
-
-    if isinstance(reference, FileIdReference):
-        fields[REFERENCE_PARAM] = {"file_id": reference.file_id}
-        return UpstreamBody(json.dumps(fields).encode("utf-8"), "application/json")
-    parts: list[Any] = [(name, form_text(value)) for name, value in fields.items()]
-    if image is not None:
-        parts.append((REFERENCE_PARAM, (image.filename, image.data, image.mime_type)))
-    for name, upload in body.files.items():
-        if name != REFERENCE_PARAM:
-            data = read_upload(upload.stream, max_bytes=settings.max_reference_bytes, param=name)
-            parts.append((name, (upload.filename or name, data, upload.mimetype or None)))
-    content, content_type = encode_multipart_formdata(parts)
-    return UpstreamBody(content, content_type)
+    extra_files = tuple(
+        (name, upload.filename or name,
+         read_upload(upload.stream, max_bytes=settings.max_reference_bytes, param=name),
+         upload.mimetype or None)
+        for name, upload in body.files.items()
+        if name != REFERENCE_PARAM
+    )
+    return CreatePlan(
+        model=model,
+        fields=fields,
+        image=image,
+        file_id=reference.file_id if isinstance(reference, FileIdReference) else None,
+        extra_files=extra_files,
+    )
 
 
 def _reference(body: FormBody, params: dict[str, Any], settings: Settings) -> Reference | None:

@@ -31,6 +31,7 @@ from .ownership import Ownership
 from .settings import Settings
 from .store import Store
 from .upstream import UpstreamClient
+from .upstreams import Catalog
 
 log = logging.getLogger("sora_proxy")
 EXTENSION_KEY = views.EXTENSION_KEY
@@ -41,6 +42,7 @@ _ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
 ROUTES = (
     ("/v1/videos", views.create_video, ["POST"]),
     ("/v1/videos", views.list_videos, ["GET"]),
+    ("/v1/videos/models", views.models, ["GET"]),
     ("/v1/videos/edits", views.edit_video, ["POST"]),
     ("/v1/videos/extensions", views.extend_video, ["POST"]),
     ("/v1/videos/characters", views.create_character, ["POST"]),
@@ -60,16 +62,21 @@ _FALLBACK_RULES = ("/v1/videos", "/v1/videos/<path:rest>", "/sora/v1/characters"
 class ProxyState:
     """What the extension keeps per app, in ``app.extensions["sora_proxy"]``.
 
-    ``ownership`` and ``idempotency`` exist only when callers are identified (keys or the host
-    app's callback); in pass-through and anonymous modes nothing is stored.
+    ``ownership`` and ``idempotency`` exist only with a store: when callers are identified
+    (keys or the host app's callback), or when several upstreams need each id routed back to
+    its own. With one upstream, pass-through and anonymous modes store nothing.
     """
 
     def __init__(
-        self, settings: Settings, authenticator: Authenticator, store: Store | None = None
+        self,
+        settings: Settings,
+        authenticator: Authenticator,
+        catalog: Catalog,
+        store: Store | None = None,
     ) -> None:
         self.settings = settings
         self.authenticator = authenticator
-        self.upstream = UpstreamClient(settings)
+        self.upstream = UpstreamClient(settings, catalog)
         self.store = store
         self.ownership = Ownership(store) if store else None
         # A claim outlives the slowest legitimate request, so a crashed worker's claim frees

@@ -14,20 +14,27 @@ from typing import Any
 from marshmallow import INCLUDE, Schema, ValidationError, fields, validate
 
 from .errors import InvalidRequest
-from .sizing import ALLOWED_SECONDS, OFFERED_MODELS
+from .sizing import ALLOWED_SECONDS
 
 _REQUIRED = {"required": "Missing required parameter.", "null": "May not be null."}
 
 
 class SecondsField(fields.Field):
-    """``seconds`` as a string or an integer (``8`` or ``"8"``), always loaded as a string."""
+    """``seconds`` as a string or an integer (``8`` or ``"8"``), always loaded as a string.
+
+    :param allowed: the accepted values, or ``None`` when the upstream's model decides (create).
+    """
+
+    def __init__(self, *, allowed: tuple[str, ...] | None = ALLOWED_SECONDS, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.allowed = allowed
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
         if isinstance(value, bool) or not isinstance(value, (int, str)):
             raise ValidationError("Must be a string or an integer such as '8'.")
         text = str(value).strip()
-        if text not in ALLOWED_SECONDS:
-            raise ValidationError(f"Must be one of {', '.join(ALLOWED_SECONDS)}.")
+        if not text.isdigit() or (self.allowed is not None and text not in self.allowed):
+            raise ValidationError(f"Must be one of {', '.join(self.allowed or ALLOWED_SECONDS)}.")
         return text
 
 
@@ -69,13 +76,10 @@ class CreateVideoSchema(Schema):
         validate=validate.Length(min=1, max=32000, error="Must be 1 to 32000 characters."),
         error_messages=_REQUIRED,
     )
-    model = fields.String(
-        validate=validate.OneOf(
-            OFFERED_MODELS, error=f"Must be one of {', '.join(OFFERED_MODELS)}."
-        )
-    )
+    # Which models, sizes and seconds exist depends on the upstreams (see plan_create).
+    model = fields.String()
     size = fields.String()
-    seconds = SecondsField()
+    seconds = SecondsField(allowed=None)
     metadata = JSONObjectField(allow_none=True)
     input_reference = fields.Raw(allow_none=True)
     character_url = fields.String(allow_none=True)

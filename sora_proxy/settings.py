@@ -32,8 +32,10 @@ class Settings:
     Attribute names are the config keys without the ``SORA_PROXY_`` prefix, lower-cased.
     """
 
-    upstream_url: str
+    #: The single upstream's base URL; ``None`` when ``upstreams_file`` lists several.
+    upstream_url: str | None
     upstream_api_key: str | None = None
+    upstreams_file: str | None = None
     #: Caller keys as (caller name, key) pairs, from SORA_PROXY_API_KEYS and _API_KEYS_FILE.
     api_keys: tuple[tuple[str, str], ...] = ()
     allow_anonymous: bool = False
@@ -201,8 +203,16 @@ def load_settings(config: Mapping[str, Any], *, has_authenticate: bool = False) 
     fit = (_string(config, "REFERENCE_FIT", "cover") or "cover").lower()
     if fit not in REFERENCE_FITS:
         raise ConfigError(PREFIX + "REFERENCE_FIT", f"must be one of {', '.join(REFERENCE_FITS)}")
+    upstreams_file = _string(config, "UPSTREAMS_FILE", None)
+    upstream_url = _string(config, "UPSTREAM_URL", None)
+    if upstreams_file and (upstream_url or upstream_api_key):
+        raise ConfigError(
+            PREFIX + "UPSTREAMS_FILE",
+            "is set together with SORA_PROXY_UPSTREAM_URL/_API_KEY; list that upstream in the file",
+        )
     return Settings(
-        upstream_url=_upstream_url(_string(config, "UPSTREAM_URL", None)),
+        upstream_url=None if upstreams_file else _upstream_url(upstream_url),
+        upstreams_file=upstreams_file,
         upstream_api_key=upstream_api_key,
         api_keys=api_keys,
         allow_anonymous=allow_anonymous,

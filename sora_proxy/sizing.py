@@ -109,11 +109,6 @@ def model_family(model: str) -> str:
     return match.group("family") if match else model
 
 
-def allowed_sizes(model: str | None) -> tuple[str, ...]:
-    """The sizes ``model`` (default ``sora-2``) accepts."""
-    return MODEL_SIZES.get(model_family(model or DEFAULT_MODEL), MODEL_SIZES[DEFAULT_MODEL])
-
-
 def parse_orientation(value: Any) -> Orientation:
     """Read ``aspect_ratio`` (``16:9``, ``9/16``, ``1.78``, ``landscape``…) as an orientation.
 
@@ -166,12 +161,11 @@ def parse_resolution(value: Any) -> Resolution:
     )
 
 
-def check_size(model: str | None, size: str) -> VideoSize:
-    """Validate an explicit ``size`` for ``model``."""
-    allowed = allowed_sizes(model)
+def check_size(model: str, size: str, allowed: tuple[str, ...]) -> VideoSize:
+    """Validate an explicit ``size`` for ``model``, which takes the ``allowed`` sizes."""
     if size not in allowed:
         raise InvalidRequest(
-            f"size '{size}' is not available for model '{model or DEFAULT_MODEL}'; "
+            f"size '{size}' is not available for model '{model}'; "
             f"use one of {', '.join(allowed)}.",
             param="size",
         )
@@ -179,7 +173,8 @@ def check_size(model: str | None, size: str) -> VideoSize:
 
 
 def decide_size(
-    model: str | None,
+    model: str,
+    allowed: tuple[str, ...],
     size: str | None,
     output_config: Mapping[str, Any] | None,
     image_size: VideoSize | None,
@@ -194,14 +189,14 @@ def decide_size(
     config = output_config or {}
     orientation = parse_orientation(config["aspect_ratio"]) if config.get("aspect_ratio") else None
     resolution = parse_resolution(config["resolution"]) if config.get("resolution") else None
-    if resolution == "high" and "1792x1024" not in allowed_sizes(model):
+    if resolution == "high" and not any(VideoSize.parse(s).resolution == "high" for s in allowed):
         raise InvalidRequest(
             f"resolution '{config['resolution']}' needs model 'sora-2-pro'; "
-            f"'{model or DEFAULT_MODEL}' renders only 720p (720x1280 or 1280x720).",
+            f"'{model}' renders only 720p (720x1280 or 1280x720).",
             param=RESOLUTION_PARAM,
         )
     if size:
-        chosen = check_size(model, size)
+        chosen = check_size(model, size, allowed)
         if orientation and chosen.orientation != orientation:
             raise InvalidRequest(
                 f"size '{size}' is {chosen.orientation} but aspect_ratio "
@@ -222,4 +217,11 @@ def decide_size(
         if resolution != "high":
             return None
         orientation = "portrait"
-    return VideoSize.parse(_SIZE_BY_SHAPE[(resolution or "standard", orientation)])
+    shape = _SIZE_BY_SHAPE[(resolution or "standard", orientation)]
+    if shape not in allowed:
+        raise InvalidRequest(
+            f"model '{model}' offers no {orientation} size at {resolution or 'standard'} "
+            f"resolution; use one of {', '.join(allowed)}.",
+            param="size",
+        )
+    return VideoSize.parse(shape)

@@ -12,15 +12,16 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import requests
 from flask import Response
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
-from .errors import UpstreamTimeout, UpstreamUnreachable
+from .errors import ProxyError, UpstreamTimeout, UpstreamUnreachable
 from .settings import Settings
+from .upstreams import Catalog, Upstream
 
 log = logging.getLogger("sora_proxy.upstream")
 
@@ -78,18 +79,6 @@ def relayable_response_headers(headers: Mapping[str, str]) -> list[tuple[str, st
     ]
 
 
-@dataclass(frozen=True)
-class Upstream:
-    """Where requests go and how they authenticate."""
-
-    base_url: str
-    api_key: str | None = None
-
-    def url(self, path: str) -> str:
-        """``base_url`` joined with a path such as ``/videos/abc``."""
-        return self.base_url + path
-
-
 class _NoCookies(http.cookiejar.DefaultCookiePolicy):
     """Refuse every cookie: one Session serves many callers, and must not carry one's to another."""
 
@@ -97,23 +86,35 @@ class _NoCookies(http.cookiejar.DefaultCookiePolicy):
         return False
 
 
+def never_sent(error: requests.RequestException) -> bool:
+    """True when the request cannot have reached the upstream: the connection itself failed
+    (refused, name not resolved, connect timeout, TLS handshake), so not one byte of it was
+    sent."""
+    if isinstance(error, requests.exceptions.ConnectTimeout | requests.exceptions.SSLError):
+        return True
+    reason = getattr(error.args[0], "reason", None) if error.args else None
+    return isinstance(error, requests.ConnectionError) and isinstance(
+        reason, NewConnectionError | ConnectTimeoutError
+    )
+
+
 class UpstreamClient:
-    """Sends requests upstream over a Session made once per worker process.
+    """Sends requests to the catalog's upstreams over a Session made once per worker process.
 
     gunicorn forks workers after the app is built (``preload_app``), and a pooled connection
     must never be shared across a fork, so the Session is made lazily per process id.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, catalog: Catalog) -> None:
         self.settings = settings
-        self.upstream = Upstream(settings.upstream_url, settings.upstream_api_key)
+        self.catalog = catalog
         self._lock = threading.Lock()
         self._session: requests.Session | None = None
         self._session_pid = -1
 
     def upstreams(self) -> dict[str, Upstream]:
         """Every configured upstream by name."""
-        return {"default": self.upstream}
+        return self.catalog.upstreams
 
     @property
     def session(self) -> requests.Session:
@@ -134,7 +135,9 @@ class UpstreamClient:
         session.cookies.set_policy(_NoCookies())
         session.headers.clear()
         adapter = HTTPAdapter(
-            pool_connections=4, pool_maxsize=self.settings.pool_maxsize, max_retries=0
+            pool_connections=max(4, len(self.catalog.upstreams)),
+            pool_maxsize=self.settings.pool_maxsize,
+            max_retries=0,
         )
         session.mount("http://", adapter)
         session.mount("https://", adapter)
@@ -142,6 +145,7 @@ class UpstreamClient:
 
     def send(
         self,
+        upstream: Upstream,
         method: str,
         path: str,
         *,
@@ -150,47 +154,94 @@ class UpstreamClient:
         body: bytes | Iterable[bytes] | None = None,
         caller_authorization: str | None = None,
     ) -> requests.Response:
-        """Send one request upstream and return the streaming response.
+        """Send one request to ``upstream`` and return the streaming response.
 
-        The proxy never retries: a POST that reached the upstream may have started a paid
-        generation. Failures become 502/504 errors which, on a POST, carry
+        The proxy never retries a request that may have reached the upstream: a POST may have
+        started a paid generation. Failures become 502/504 errors which, on a POST, carry
         ``x-should-retry: false`` so SDK retries cannot duplicate it either.
         """
+        try:
+            return self._request(upstream, method, path, headers, params, body,
+                                 caller_authorization)
+        except requests.RequestException as error:
+            raise _as_proxy_error(error, upstream, method, path) from None
+
+    def send_first(
+        self,
+        candidates: list[Upstream],
+        method: str,
+        path: str,
+        build: Callable[[Upstream], tuple[bytes, str]],
+        *,
+        headers: Mapping[str, str],
+        caller_authorization: str | None = None,
+    ) -> tuple[Upstream, requests.Response]:
+        """Send to the first candidate that accepts the connection.
+
+        The next candidate is tried only when the connection failed before any byte of the
+        request was sent; once sent, a failure is final (no duplicate generations).
+        """
+        last: requests.RequestException | None = None
+        for number, upstream in enumerate(candidates, start=1):
+            body, content_type = build(upstream)
+            try:
+                response = self._request(
+                    upstream, method, path, {**headers, "Content-Type": content_type}, None,
+                    body, caller_authorization,
+                )
+                return upstream, response
+            except requests.RequestException as error:
+                if not never_sent(error):
+                    raise _as_proxy_error(error, upstream, method, path) from None
+                last = error
+                if number < len(candidates):
+                    log.warning("upstream %s: connection failed; trying the next", upstream.name)
+        assert last is not None and candidates
+        raise _as_proxy_error(last, candidates[-1], method, path) from None
+
+    def _request(
+        self,
+        upstream: Upstream,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        params: Mapping[str, str] | None,
+        body: bytes | Iterable[bytes] | None,
+        caller_authorization: str | None,
+    ) -> requests.Response:
         outgoing = dict(headers)
         outgoing.setdefault("Accept-Encoding", "identity")
-        if self.upstream.api_key:
-            outgoing["Authorization"] = f"Bearer {self.upstream.api_key}"
-        elif caller_authorization:
-            outgoing["Authorization"] = caller_authorization
-        no_retry = {"x-should-retry": "false"} if method == "POST" else {}
-        try:
-            return self.session.request(
-                method,
-                self.upstream.url(path),
-                params=params,
-                data=body,
-                headers=outgoing,
-                stream=True,
-                allow_redirects=False,
-                timeout=(self.settings.connect_timeout, self.settings.read_timeout),
-            )
-        except requests.exceptions.ConnectTimeout:
-            log.warning("upstream connect timeout: %s %s", method, path)
-            raise UpstreamTimeout(
-                "The upstream service did not accept the connection in time.",
-                code="upstream_connect_timeout",
-                headers=no_retry,
-            ) from None
-        except requests.exceptions.ReadTimeout:
-            log.warning("upstream read timeout: %s %s", method, path)
-            raise UpstreamTimeout(
-                "The upstream service did not answer in time.", headers=no_retry
-            ) from None
-        except requests.exceptions.RequestException as error:
-            log.warning("upstream unreachable: %s %s (%s)", method, path, type(error).__name__)
-            raise UpstreamUnreachable(
-                "The upstream service could not be reached.", headers=no_retry
-            ) from None
+        outgoing.update(upstream.auth_headers(caller_authorization))
+        return self.session.request(
+            method,
+            upstream.url(path),
+            params={**upstream.query, **(params or {})},
+            data=body,
+            headers=outgoing,
+            stream=True,
+            allow_redirects=False,
+            timeout=(upstream.connect_timeout, upstream.read_timeout),
+        )
+
+
+def _as_proxy_error(
+    error: requests.RequestException, upstream: Upstream, method: str, path: str
+) -> ProxyError:
+    no_retry = {"x-should-retry": "false"} if method == "POST" else {}
+    if isinstance(error, requests.exceptions.ConnectTimeout):
+        log.warning("upstream %s connect timeout: %s %s", upstream.name, method, path)
+        return UpstreamTimeout(
+            "The upstream service did not accept the connection in time.",
+            code="upstream_connect_timeout",
+            headers=no_retry,
+        )
+    if isinstance(error, requests.exceptions.ReadTimeout):
+        log.warning("upstream %s read timeout: %s %s", upstream.name, method, path)
+        return UpstreamTimeout("The upstream service did not answer in time.", headers=no_retry)
+    log.warning(
+        "upstream %s unreachable: %s %s (%s)", upstream.name, method, path, type(error).__name__
+    )
+    return UpstreamUnreachable("The upstream service could not be reached.", headers=no_retry)
 
 
 class RelayedResponse(Response):

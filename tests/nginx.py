@@ -8,6 +8,7 @@ import re
 import shutil
 import signal
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ def nginx_binary() -> str:
     """The nginx executable; the tests never skip for want of it."""
     found = shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
     if found is None:
-        raise RuntimeError("nginx is not installed; `make test` installs it (Debian package nginx-light)")
+        raise RuntimeError("nginx is not installed; `make test` installs it (Debian package nginx)")
     return found
 
 
@@ -94,10 +95,29 @@ http {{
         return f"http://127.0.0.1:{self.port}"
 
     def access_entries(self) -> list[dict[str, Any]]:
-        """The site's access log, one JSON object per request (written when it ends)."""
+        """The site's access log so far, one JSON object per finished request."""
         if not self.access_log.exists():
             return []
-        return [json.loads(line) for line in self.access_log.read_text().splitlines() if line]
+        entries = []
+        for line in self.access_log.read_text().splitlines():
+            try:
+                entries.append(json.loads(line))
+            except ValueError:  # a line still being written
+                continue
+        return entries
+
+    def access_entry(self, timeout: float = 5.0, **fields: Any) -> dict[str, Any]:
+        """The one access log entry with these field values. nginx logs a request after its
+        last byte went out, so a client may see the answer a moment before the line exists."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [entry for entry in self.access_entries()
+                     if all(entry.get(key) == value for key, value in fields.items())]
+            if found or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert len(found) == 1, f"expected one nginx access log entry with {fields}, got {found}"
+        return found[0]
 
     def logs(self) -> str:
         parts = [path.read_text(errors="replace")

@@ -20,6 +20,8 @@ def create_simulator_app(
     api_key: str | None = None,
     seconds_per_step: float = 1.0,
     auth_header: str = "authorization",
+    deployments: dict[str, str] | None = None,
+    required_query: dict[str, str] | None = None,
 ) -> Flask:
     """Build the simulator app.
 
@@ -27,6 +29,10 @@ def create_simulator_app(
     :param seconds_per_step: a video is queued for one step, in progress for two, then done.
     :param auth_header: ``"authorization"`` (``Bearer <key>``, as OpenAI) or ``"api-key"``
         (the bare key in an ``api-key`` header, as Azure OpenAI).
+    :param deployments: extra model names accepted, each mapped to the model it deploys
+        (Azure OpenAI names deployments freely: ``{"my-sora-deploy": "sora-2"}``).
+    :param required_query: query parameters every ``/v1`` request must carry with these
+        values (Azure OpenAI's ``api-version``), else 400.
     """
     if auth_header not in ("authorization", "api-key"):
         raise ValueError("auth_header must be 'authorization' or 'api-key'")
@@ -34,6 +40,8 @@ def create_simulator_app(
     app.config.update(
         SORA_SIMULATOR_API_KEY=api_key,
         SORA_SIMULATOR_AUTH_HEADER=auth_header,
+        SORA_SIMULATOR_DEPLOYMENTS=dict(deployments or {}),
+        SORA_SIMULATOR_REQUIRED_QUERY=dict(required_query or {}),
         # Text parts may carry data URLs; the real upstream takes them, so should we.
         MAX_FORM_MEMORY_SIZE=None,
     )
@@ -52,6 +60,12 @@ def create_simulator_app(
 
 def _authenticate() -> None:
     """Check the API key, when the app was built with one, in the configured header style."""
+    for name, value in current_app.config["SORA_SIMULATOR_REQUIRED_QUERY"].items():
+        if request.args.get(name) != value:
+            raise SimError(
+                400, f"Missing or unsupported query parameter '{name}'.", param=name,
+                code="invalid_query",
+            )
     expected: str | None = current_app.config["SORA_SIMULATOR_API_KEY"]
     if expected is None:
         return

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from flask import current_app
 from PIL import Image
 from werkzeug.datastructures import FileStorage, MultiDict
 
@@ -155,9 +156,10 @@ def _check_fields(fields: Mapping[str, object]) -> CreateRequest:
         value = fields.get(name)
         if value is not None and not isinstance(value, str):
             raise invalid_type(name, "a string", kind(value))
-    model = choice("model", _text(fields, "model", MODELS[0]), MODELS)
+    deployments: dict[str, str] = current_app.config.get("SORA_SIMULATOR_DEPLOYMENTS", {})
+    model = choice("model", _text(fields, "model", MODELS[0]), MODELS + tuple(deployments))
     size = choice("size", _text(fields, "size", SIZES[0]), SIZES)
-    if "pro" not in model:
+    if "pro" not in deployments.get(model, model):
         choice("size", size, STANDARD_SIZES, f" for model '{model}'")
     seconds = choice("seconds", _text(fields, "seconds", SECONDS[0]), SECONDS)
     return CreateRequest(prompt=prompt, model=model, size=size, seconds=seconds)

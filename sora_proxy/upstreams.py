@@ -1,0 +1,254 @@
+"""The upstreams the proxy may use: where, how they authenticate, which models they offer.
+
+One upstream comes from ``SORA_PROXY_UPSTREAM_URL`` (+ ``_API_KEY``); several from the TOML
+file named by ``SORA_PROXY_UPSTREAMS_FILE`` (stdlib ``tomllib``). Each has its own dialect: the
+auth header (``Authorization: Bearer`` or Azure's ``api-key``), extra query parameters
+(``api-version``), model renaming (the caller's ``sora-2`` may be the upstream's deployment
+``my-sora-deploy``), per-model sizes and seconds, the ``input_reference`` form it takes, its
+timeouts, and a priority and weight for choosing among upstreams that offer the same model.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .errors import ConfigError, InvalidRequest
+from .settings import Settings
+from .sizing import ALLOWED_SECONDS, MODEL_SIZES, OFFERED_MODELS, model_family
+
+FILE_KEY = "SORA_PROXY_UPSTREAMS_FILE"
+AuthStyle = Literal["bearer", "api-key"]
+ReferenceForm = Literal["multipart", "json"]
+_UPSTREAM_KEYS = {
+    "name", "base_url", "auth", "api_key", "api_key_env", "query", "models", "reference_form",
+    "connect_timeout", "read_timeout", "priority", "weight",
+}
+_MODEL_KEYS = {"deployment", "sizes", "seconds"}
+
+
+@dataclass(frozen=True)
+class ModelRoute:
+    """A model as callers name it, and what this upstream calls it and allows."""
+
+    name: str
+    deployment: str
+    sizes: tuple[str, ...]
+    seconds: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """One upstream and its dialect. ``api_key`` never appears in ``repr``."""
+
+    name: str
+    base_url: str
+    auth: AuthStyle = "bearer"
+    api_key: str | None = field(default=None, repr=False)
+    query: Mapping[str, str] = field(default_factory=dict)
+    models: Mapping[str, ModelRoute] = field(default_factory=dict)
+    reference_form: ReferenceForm = "multipart"
+    connect_timeout: float = 10.0
+    read_timeout: float = 120.0
+    priority: int = 0
+    weight: float = 1.0
+
+    def url(self, path: str) -> str:
+        """``base_url`` joined with a path such as ``/videos/abc``."""
+        return self.base_url + path
+
+    def auth_headers(self, caller_authorization: str | None) -> dict[str, str]:
+        """The credential headers for this upstream (the caller's own in pass-through)."""
+        if self.api_key is None:
+            return {"Authorization": caller_authorization} if caller_authorization else {}
+        if self.auth == "api-key":
+            return {"api-key": self.api_key}
+        return {"Authorization": f"Bearer {self.api_key}"}
+
+    def caller_model(self, deployment: str) -> str | None:
+        """The caller-facing name of a deployment, when this upstream renames one."""
+        for route in self.models.values():
+            if route.deployment == deployment and route.name != deployment:
+                return route.name
+        return None
+
+
+class Catalog:
+    """Every upstream by name, and which offer each model."""
+
+    def __init__(self, upstreams: list[Upstream]) -> None:
+        self.upstreams: dict[str, Upstream] = {upstream.name: upstream for upstream in upstreams}
+
+    @property
+    def models(self) -> dict[str, ModelRoute]:
+        """Each offered model with the union of its sizes and seconds over all upstreams."""
+        merged: dict[str, ModelRoute] = {}
+        for upstream in self.upstreams.values():
+            for name, route in upstream.models.items():
+                known = merged.get(name)
+                sizes = _union(known.sizes if known else (), route.sizes)
+                seconds = _union(known.seconds if known else (), route.seconds)
+                merged[name] = ModelRoute(name, name, sizes, seconds)
+        return merged
+
+    def candidates(self, model: str, size: str | None, seconds: str | None) -> list[Upstream]:
+        """The upstreams to try for a create, in order: lowest priority first, then a
+        weighted shuffle within a priority.
+
+        :raises InvalidRequest: no upstream offers ``model`` with that size and seconds.
+        """
+        offering = [u for u in self.upstreams.values() if model in u.models]
+        if not offering:
+            raise InvalidRequest(
+                f"Invalid 'model': must be one of {', '.join(sorted(self.models))}.",
+                param="model",
+            )
+        fitting = [
+            u for u in offering
+            if (size is None or size in u.models[model].sizes)
+            and (seconds is None or seconds in u.models[model].seconds)
+        ]
+        if not fitting:
+            route = self.models[model]
+            param = "size" if size is not None and size not in route.sizes else "seconds"
+            allowed = route.sizes if param == "size" else route.seconds
+            raise InvalidRequest(
+                f"{param} '{size if param == 'size' else seconds}' is not available for model "
+                f"'{model}'; use one of {', '.join(allowed)}.",
+                param=param,
+            )
+        ordered: list[Upstream] = []
+        for priority in sorted({u.priority for u in fitting}):
+            group = [u for u in fitting if u.priority == priority]
+            while group:
+                pick = random.choices(group, weights=[u.weight for u in group])[0]  # noqa: S311
+                ordered.append(pick)
+                group.remove(pick)
+        return ordered
+
+
+def _union(first: tuple[str, ...], second: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys((*first, *second)))
+
+
+def _default_route(name: str, deployment: str | None = None) -> ModelRoute:
+    family = MODEL_SIZES.get(model_family(name))
+    return ModelRoute(name, deployment or name, family or (), ALLOWED_SECONDS)
+
+
+def load_catalog(settings: Settings) -> Catalog:
+    """The catalog the settings describe: the upstreams file, else the single upstream.
+
+    :raises ConfigError: one line naming the key (and the upstream) at fault.
+    """
+    if settings.upstreams_file is None:
+        if settings.upstream_url is None:
+            raise ConfigError("SORA_PROXY_UPSTREAM_URL", "is not set")
+        models = {name: _default_route(name) for name in OFFERED_MODELS}
+        return Catalog([Upstream(
+            "default", settings.upstream_url, api_key=settings.upstream_api_key, models=models,
+            connect_timeout=settings.connect_timeout, read_timeout=settings.read_timeout,
+        )])
+    try:
+        with open(settings.upstreams_file, "rb") as file:
+            document = tomllib.load(file)
+    except OSError as error:
+        raise ConfigError(FILE_KEY, f"cannot be read ({error.strerror or 'error'})") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(FILE_KEY, f"is not valid TOML ({error})") from None
+    entries = document.get("upstream")
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(FILE_KEY, "needs at least one [[upstream]] table")
+    upstreams = [_parse_upstream(entry, index, settings) for index, entry in enumerate(entries)]
+    names = [upstream.name for upstream in upstreams]
+    for name in names:
+        if names.count(name) > 1:
+            raise ConfigError(FILE_KEY, f"upstream name '{name}' is used twice")
+    catalog = Catalog(upstreams)
+    if "sora-2" not in catalog.models:
+        raise ConfigError(FILE_KEY, "no upstream offers the default model 'sora-2'")
+    return catalog
+
+
+def _parse_upstream(entry: Any, index: int, settings: Settings) -> Upstream:
+    if not isinstance(entry, dict):
+        raise ConfigError(FILE_KEY, f"upstream #{index + 1} must be a table")
+    name = entry.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(FILE_KEY, f"upstream #{index + 1} needs a name")
+
+    def fail(problem: str) -> ConfigError:
+        return ConfigError(FILE_KEY, f"upstream '{name}': {problem}")
+
+    unknown = set(entry) - _UPSTREAM_KEYS
+    if unknown:
+        raise fail(f"unknown key(s) {', '.join(sorted(unknown))}")
+    base_url = entry.get("base_url")
+    if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
+        raise fail("base_url must be an http(s) URL")
+    auth = entry.get("auth", "bearer")
+    if auth not in ("bearer", "api-key"):
+        raise fail(f"auth must be 'bearer' or 'api-key', not {auth!r}")
+    reference_form = entry.get("reference_form", "multipart")
+    if reference_form not in ("multipart", "json"):
+        raise fail("reference_form must be 'multipart' or 'json'")
+    query = entry.get("query", {})
+    if not isinstance(query, dict) or not all(isinstance(v, str) for v in query.values()):
+        raise fail("query must be a table of strings")
+    models = _parse_models(entry.get("models"), fail)
+    numbers = {}
+    for key, default in (("connect_timeout", settings.connect_timeout),
+                         ("read_timeout", settings.read_timeout), ("priority", 0), ("weight", 1)):
+        value = entry.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0 or (
+            key != "priority" and value == 0
+        ):
+            raise fail(f"{key} must be a positive number")
+        numbers[key] = value
+    return Upstream(
+        name=name, base_url=base_url.rstrip("/"), auth=auth, api_key=_key(entry, fail),
+        query=dict(query), models=models, reference_form=reference_form,
+        connect_timeout=float(numbers["connect_timeout"]),
+        read_timeout=float(numbers["read_timeout"]),
+        priority=int(numbers["priority"]), weight=float(numbers["weight"]),
+    )
+
+
+def _key(entry: dict[str, Any], fail: Any) -> str | None:
+    if "api_key" in entry and "api_key_env" in entry:
+        raise fail("give api_key or api_key_env, not both")
+    if "api_key_env" in entry:
+        variable = entry["api_key_env"]
+        value = os.environ.get(variable, "").strip() if isinstance(variable, str) else ""
+        if not value:
+            raise fail(f"environment variable {variable} (api_key_env) is not set")
+        return value
+    key = entry.get("api_key")
+    if key is not None and (not isinstance(key, str) or not key.strip()):
+        raise fail("api_key must be a non-empty string")
+    return key
+
+
+def _parse_models(raw: Any, fail: Any) -> dict[str, ModelRoute]:
+    if raw is None:
+        return {name: _default_route(name) for name in OFFERED_MODELS}
+    if not isinstance(raw, dict) or not raw:
+        raise fail("models must be a table of model names")
+    routes = {}
+    for name, spec in raw.items():
+        spec = spec or {}
+        if not isinstance(spec, dict) or set(spec) - _MODEL_KEYS:
+            raise fail(f"model '{name}' may only set deployment, sizes, seconds")
+        route = _default_route(name, spec.get("deployment"))
+        sizes = tuple(spec.get("sizes", route.sizes))
+        seconds = tuple(str(value) for value in spec.get("seconds", route.seconds))
+        if not sizes:
+            raise fail(f"model '{name}' is not a known Sora model; list its sizes")
+        if not all(isinstance(size, str) and "x" in size for size in sizes):
+            raise fail(f"model '{name}': sizes must be strings like '1280x720'")
+        routes[name] = ModelRoute(name, route.deployment, sizes, seconds)
+    return routes
