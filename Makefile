@@ -22,7 +22,7 @@ serve: $(STAMP)
 	$(BIN)/sora-proxy serve
 
 lint: $(STAMP)
-	$(BIN)/ruff check sora_proxy tests wsgi.py config bench
+	$(BIN)/ruff check sora_proxy tests wsgi.py config bench examples
 
 test: lint
 	bash .ci/debian-packages
