@@ -13,7 +13,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.exceptions import MethodNotAllowed as RoutingMethodNotAllowed
 from werkzeug.exceptions import NotFound as RoutingNotFound
 
-from . import health, views
+from . import exchange, health, views
 from .auth import Authenticator
 from .errors import (
     MethodNotAllowed,
@@ -34,7 +34,7 @@ from .upstream import UpstreamClient
 from .upstreams import Catalog
 
 log = logging.getLogger("sora_proxy")
-EXTENSION_KEY = views.EXTENSION_KEY
+EXTENSION_KEY = exchange.EXTENSION_KEY
 _ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
 
 #: (rule, view, methods). Literal paths share a prefix with ``/v1/videos/<video_id>``;

@@ -1,8 +1,7 @@
-"""Talking to the upstream: one pooled Session per worker, timeouts, error mapping, relaying.
+"""Talking to upstreams: one pooled Session per worker, each upstream's auth and query,
+timeouts, failover before a byte is sent, and failures mapped to 502/504.
 
-The upstream's answer goes back to the caller as it came: status, body bytes read from the raw
-stream without decoding (so a gzip body stays gzip and its ``Content-Length`` stays true), and
-every header but the hop-by-hop ones and the few the serving side owns.
+How answers go back is :mod:`sora_proxy.streaming`'s job.
 """
 
 from __future__ import annotations
@@ -11,11 +10,10 @@ import http.cookiejar
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import requests
-from flask import Response
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
@@ -25,23 +23,6 @@ from .upstreams import Catalog, Upstream
 
 log = logging.getLogger("sora_proxy.upstream")
 
-#: Read size for relayed bodies: large enough that a 1 GiB download is ~4k writes.
-CHUNK_SIZE = 256 * 1024
-#: RFC 9110 §7.6.1 hop-by-hop headers, plus the ones the serving side sets itself.
-_HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    }
-)
-_SERVER_OWNED = frozenset({"date", "server", "set-cookie"})
 #: End-to-end request headers worth passing upstream; everything else (cookies, host, the
 #: caller's own credentials in keyed mode) stays here.
 FORWARDED_REQUEST_HEADERS = (
@@ -57,26 +38,6 @@ FORWARDED_REQUEST_HEADERS = (
     "If-None-Match",
     "If-Modified-Since",
 )
-
-
-def is_hop_by_hop(name: str, connection_header: str | None = None) -> bool:
-    """True for hop-by-hop headers, including any the ``Connection`` header names."""
-    lowered = name.lower()
-    if lowered in _HOP_BY_HOP:
-        return True
-    if connection_header:
-        return lowered in {token.strip().lower() for token in connection_header.split(",")}
-    return False
-
-
-def relayable_response_headers(headers: Mapping[str, str]) -> list[tuple[str, str]]:
-    """Upstream response headers minus hop-by-hop and server-owned ones."""
-    connection = headers.get("Connection")
-    return [
-        (name, value)
-        for name, value in headers.items()
-        if not is_hop_by_hop(name, connection) and name.lower() not in _SERVER_OWNED
-    ]
 
 
 class _NoCookies(http.cookiejar.DefaultCookiePolicy):
@@ -242,98 +203,3 @@ def _as_proxy_error(
         "upstream %s unreachable: %s %s (%s)", upstream.name, method, path, type(error).__name__
     )
     return UpstreamUnreachable("The upstream service could not be reached.", headers=no_retry)
-
-
-class RelayedResponse(Response):
-    """A response whose headers are exactly the upstream's: no default Content-Type added."""
-
-    default_mimetype = None
-
-
-class UpstreamBody:
-    """The upstream's body as a WSGI iterable, read raw (undecoded) in large chunks.
-
-    ``close()`` closes the upstream response whether or not iteration ever started: the WSGI
-    server calls it when the client goes away, and an abandoned download must not keep its
-    upstream connection (and a 2 GB transfer) running.
-    """
-
-    def __init__(self, upstream: requests.Response, chunk_size: int = CHUNK_SIZE) -> None:
-        self._upstream = upstream
-        self._chunk_size = chunk_size
-        self._callbacks: list[Callable[[int], None]] = []
-        self.sent = 0
-
-    def add_close_callback(self, callback: Callable[[int], None]) -> None:
-        """Call ``callback(bytes_sent)`` once, when the body is closed."""
-        self._callbacks.append(callback)
-
-    def __iter__(self) -> Iterator[bytes]:
-        try:
-            for chunk in self._upstream.raw.stream(self._chunk_size, decode_content=False):
-                self.sent += len(chunk)
-                yield chunk
-        except Exception:
-            # Headers are already sent, so the status cannot change. Re-raising makes the
-            # server drop the connection instead of ending a chunked body cleanly, so the
-            # caller sees a truncated transfer rather than a silently short file.
-            log.warning("upstream body broke off mid-stream")
-            raise
-        finally:
-            self._upstream.close()
-
-    def close(self) -> None:
-        """Release the upstream connection, then run the close callbacks (idempotent)."""
-        self._upstream.close()
-        callbacks, self._callbacks = self._callbacks, []
-        for callback in callbacks:
-            callback(self.sent)
-
-
-def answer_headers(upstream: requests.Response, method: str) -> list[tuple[str, str]]:
-    """The headers to answer with: the upstream's, filtered.
-
-    On a POST answered 5xx, ``x-should-retry: false`` is added unless the upstream said
-    otherwise: the upstream may have started the generation before failing.
-    """
-    headers = relayable_response_headers(upstream.headers)
-    if method == "POST" and upstream.status_code >= 500:
-        if "x-should-retry" not in upstream.headers:
-            headers.append(("x-should-retry", "false"))
-    return headers
-
-
-#: Largest JSON answer the proxy reads whole (to record ownership); a Video is ~1 KB.
-MAX_ANSWER_BYTES = 1024 * 1024
-
-
-def read_answer(upstream: requests.Response, *, method: str) -> tuple[int, list, bytes]:
-    """Read a small answer whole: status, headers to answer with, and the raw body bytes.
-
-    Used where the proxy must see the answer (to record who owns what it created); the bytes
-    go back unchanged. The request was sent with ``Accept-Encoding: identity`` for that.
-    """
-    try:
-        body = upstream.raw.read(MAX_ANSWER_BYTES + 1, decode_content=False)
-    except Exception:
-        log.warning("upstream answer broke off")
-        raise UpstreamUnreachable("The upstream's answer broke off.") from None
-    finally:
-        upstream.close()
-    if len(body) > MAX_ANSWER_BYTES:
-        raise UpstreamUnreachable("The upstream's answer was unexpectedly large.")
-    return upstream.status_code, answer_headers(upstream, method), body
-
-
-def relay_response(upstream: requests.Response, *, method: str) -> Response:
-    """Stream ``upstream`` back unchanged and close it when done or abandoned."""
-    headers = answer_headers(upstream, method)
-    if method == "HEAD":
-        upstream.close()
-        return RelayedResponse([], status=upstream.status_code, headers=headers)
-    return RelayedResponse(
-        UpstreamBody(upstream),
-        status=upstream.status_code,
-        headers=headers,
-        direct_passthrough=True,
-    )

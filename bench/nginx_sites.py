@@ -1,0 +1,140 @@
+"""The two nginx instances of the benchmark: the fast upstream's front and the plain proxy.
+
+``tests/nginx.py`` runs the *shipped* site in front of gunicorn; here nginx plays two other
+parts, so this module writes its own minimal configurations (everything under one directory,
+``daemon off``, as root ``user root`` so workers can read the temporary directory).
+
+The upstream front answers what a proxy must relay as fast as a server can, so the upstream is
+never what limits a figure:
+
+* ``GET /v1/videos/{id}``: a canned, completed Video object echoing ``{id}``;
+* ``GET /v1/videos/{id}/content``: one static 1 GiB MP4-headed file, by ``sendfile``;
+* ``POST /v1/videos/edits``: the body is read and discarded, the answer a new Video;
+* everything else (``POST /v1/videos``, create with a reference image): the repo's simulator,
+  which checks bodies as strictly as the real upstream (image type, pixel size).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+from pathlib import Path
+
+from procs import Service, free_port
+
+VIDEO_JSON = (
+    '{"id":"%s","object":"video","model":"sora-2","status":"completed","progress":100,'
+    '"created_at":1767225600,"completed_at":1767225660,"expires_at":1767229200,'
+    '"prompt":"bench","size":"1280x720","seconds":"4","remixed_from_video_id":null,'
+    '"error":null}'
+)
+
+
+def nginx_binary() -> str:
+    """The nginx executable (Debian puts it in /usr/sbin, which may not be on PATH)."""
+    found = shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK)
+                                      else None)
+    if found is None:
+        raise RuntimeError("nginx is not installed; `make bench` installs nginx-light")
+    return found
+
+
+def _main_config(directory: Path, workers: int, http_body: str) -> str:
+    user = "user root;" if os.geteuid() == 0 else ""
+    return f"""\
+{user}
+daemon off;
+master_process on;
+worker_processes {workers};
+pid {directory}/nginx.pid;
+error_log {directory}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    default_type application/octet-stream;
+    client_body_temp_path {directory}/client_body;
+    proxy_temp_path {directory}/proxy;
+    fastcgi_temp_path {directory}/fastcgi;
+    uwsgi_temp_path {directory}/uwsgi;
+    scgi_temp_path {directory}/scgi;
+    access_log {directory}/access.log;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 100000;
+{http_body}
+}}
+"""
+
+
+def start_nginx(name: str, directory: Path, http_body: str, workers: int, port: int) -> Service:
+    """Write the configuration into ``directory`` (created) and start nginx on ``port``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    config = directory / "nginx.conf"
+    config.write_text(_main_config(directory, workers, http_body))
+    argv = [nginx_binary(), "-p", str(directory), "-c", str(config),
+            "-e", str(directory / "error.log")]
+    return Service(name, argv, port, directory / "nginx.out", stop_signal=signal.SIGQUIT)
+
+
+def upstream_front(directory: Path, simulator_port: int, large_file: Path,
+                   workers: int = 2) -> Service:
+    """The fast upstream: canned retrieve and edits, static content, the rest to the simulator."""
+    port = free_port()
+    video = VIDEO_JSON.replace('"', '\\"')
+    body = f"""\
+    upstream simulator {{ server 127.0.0.1:{simulator_port}; keepalive 32; }}
+    server {{
+        listen 127.0.0.1:{port};
+        client_max_body_size 0;
+        location ~ "^/v1/videos/(?<vid>[A-Za-z0-9_.-]+)$" {{
+            if ($request_method = GET) {{
+                add_header openai-poll-after-ms 1000;
+                return 200 "{video % "$vid"}";
+            }}
+            proxy_pass http://simulator;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+        location ~ "^/v1/videos/[A-Za-z0-9_.-]+/content$" {{
+            root {large_file.parent};
+            types {{ }}
+            default_type video/mp4;
+            try_files /{large_file.name} =404;
+        }}
+        location = /v1/videos/edits {{
+            return 200 "{video % "video_$request_id"}";
+        }}
+        location / {{
+            proxy_pass http://simulator;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_request_buffering off;
+            proxy_buffering off;
+        }}
+    }}
+    default_type application/json;
+"""
+    return start_nginx("upstream front (nginx)", directory, body, workers, port)
+
+
+def plain_proxy(directory: Path, upstream_port: int, workers: int = 2) -> Service:
+    """nginx as a plain reverse proxy: no buffering either way, keep-alive to the upstream."""
+    port = free_port()
+    body = f"""\
+    upstream sora_upstream {{ server 127.0.0.1:{upstream_port}; keepalive 32; }}
+    server {{
+        listen 127.0.0.1:{port};
+        client_max_body_size 0;
+        location / {{
+            proxy_pass http://sora_upstream;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_buffering off;
+            proxy_request_buffering off;
+            proxy_read_timeout 300s;
+            proxy_send_timeout 300s;
+        }}
+    }}
+"""
+    return start_nginx("nginx proxy_pass", directory, body, workers, port)

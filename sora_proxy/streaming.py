@@ -1,0 +1,150 @@
+"""Answers going back: the upstream's status, headers and bytes, streamed unchanged.
+
+Bodies are read from the raw socket without decoding (a gzip body stays gzip and its
+``Content-Length`` stays true), in large chunks; hop-by-hop headers and the few the serving
+side owns are dropped. An abandoned download closes its upstream connection at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Mapping
+
+import requests
+from flask import Response
+
+from .errors import UpstreamUnreachable
+
+log = logging.getLogger("sora_proxy.upstream")
+
+#: Read size for relayed bodies: large enough that a 1 GiB download is ~4k writes.
+CHUNK_SIZE = 256 * 1024
+#: RFC 9110 §7.6.1 hop-by-hop headers, plus the ones the serving side sets itself.
+_HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+_SERVER_OWNED = frozenset({"date", "server", "set-cookie"})
+
+def is_hop_by_hop(name: str, connection_header: str | None = None) -> bool:
+    """True for hop-by-hop headers, including any the ``Connection`` header names."""
+    lowered = name.lower()
+    if lowered in _HOP_BY_HOP:
+        return True
+    if connection_header:
+        return lowered in {token.strip().lower() for token in connection_header.split(",")}
+    return False
+
+
+def relayable_response_headers(headers: Mapping[str, str]) -> list[tuple[str, str]]:
+    """Upstream response headers minus hop-by-hop and server-owned ones."""
+    connection = headers.get("Connection")
+    return [
+        (name, value)
+        for name, value in headers.items()
+        if not is_hop_by_hop(name, connection) and name.lower() not in _SERVER_OWNED
+    ]
+
+
+class RelayedResponse(Response):
+    """A response whose headers are exactly the upstream's: no default Content-Type added."""
+
+    default_mimetype = None
+
+
+class UpstreamBody:
+    """The upstream's body as a WSGI iterable, read raw (undecoded) in large chunks.
+
+    ``close()`` closes the upstream response whether or not iteration ever started: the WSGI
+    server calls it when the client goes away, and an abandoned download must not keep its
+    upstream connection (and a 2 GB transfer) running.
+    """
+
+    def __init__(self, upstream: requests.Response, chunk_size: int = CHUNK_SIZE) -> None:
+        self._upstream = upstream
+        self._chunk_size = chunk_size
+        self._callbacks: list[Callable[[int], None]] = []
+        self.sent = 0
+
+    def add_close_callback(self, callback: Callable[[int], None]) -> None:
+        """Call ``callback(bytes_sent)`` once, when the body is closed."""
+        self._callbacks.append(callback)
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            for chunk in self._upstream.raw.stream(self._chunk_size, decode_content=False):
+                self.sent += len(chunk)
+                yield chunk
+        except Exception:
+            # Headers are already sent, so the status cannot change. Re-raising makes the
+            # server drop the connection instead of ending a chunked body cleanly, so the
+            # caller sees a truncated transfer rather than a silently short file.
+            log.warning("upstream body broke off mid-stream")
+            raise
+        finally:
+            self._upstream.close()
+
+    def close(self) -> None:
+        """Release the upstream connection, then run the close callbacks (idempotent)."""
+        self._upstream.close()
+        callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback(self.sent)
+
+
+def answer_headers(upstream: requests.Response, method: str) -> list[tuple[str, str]]:
+    """The headers to answer with: the upstream's, filtered.
+
+    On a POST answered 5xx, ``x-should-retry: false`` is added unless the upstream said
+    otherwise: the upstream may have started the generation before failing.
+    """
+    headers = relayable_response_headers(upstream.headers)
+    if method == "POST" and upstream.status_code >= 500:
+        if "x-should-retry" not in upstream.headers:
+            headers.append(("x-should-retry", "false"))
+    return headers
+
+
+#: Largest JSON answer the proxy reads whole (to record ownership); a Video is ~1 KB.
+MAX_ANSWER_BYTES = 1024 * 1024
+
+
+def read_answer(upstream: requests.Response, *, method: str) -> tuple[int, list, bytes]:
+    """Read a small answer whole: status, headers to answer with, and the raw body bytes.
+
+    Used where the proxy must see the answer (to record who owns what it created); the bytes
+    go back unchanged. The request was sent with ``Accept-Encoding: identity`` for that.
+    """
+    try:
+        body = upstream.raw.read(MAX_ANSWER_BYTES + 1, decode_content=False)
+    except Exception:
+        log.warning("upstream answer broke off")
+        raise UpstreamUnreachable("The upstream's answer broke off.") from None
+    finally:
+        upstream.close()
+    if len(body) > MAX_ANSWER_BYTES:
+        raise UpstreamUnreachable("The upstream's answer was unexpectedly large.")
+    return upstream.status_code, answer_headers(upstream, method), body
+
+
+def relay_response(upstream: requests.Response, *, method: str) -> Response:
+    """Stream ``upstream`` back unchanged and close it when done or abandoned."""
+    headers = answer_headers(upstream, method)
+    if method == "HEAD":
+        upstream.close()
+        return RelayedResponse([], status=upstream.status_code, headers=headers)
+    return RelayedResponse(
+        UpstreamBody(upstream),
+        status=upstream.status_code,
+        headers=headers,
+        direct_passthrough=True,
+    )
