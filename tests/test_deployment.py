@@ -248,3 +248,16 @@ def test_nginx_answers_in_the_envelope_when_gunicorn_is_down(tmp_path):
         assert response.headers["x-should-retry"] == "false"  # the SDK must not retry a POST
         assert response.headers["X-Request-ID"]
         assert requests.get(f"{down.url}/v1/videos", headers=AUTH, timeout=10).status_code == 502
+
+
+def test_metrics_are_only_served_to_this_host(nginx):
+    # From this host the request reaches the proxy, which answers 404 (metrics are off here).
+    for source, expected in (("127.0.0.2", 403), ("127.0.0.1", 404)):
+        conn = http.client.HTTPConnection("127.0.0.1", nginx.port, timeout=10,
+                                          source_address=(source, 0))
+        try:
+            conn.request("GET", "/metrics")
+            status = conn.getresponse().status
+        finally:
+            conn.close()
+        assert status == expected
