@@ -25,9 +25,9 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
 from servers import Gunicorn  # noqa: E402
+from videos import VideoUpload  # noqa: E402
 
 from sora_proxy.simulator import SimulatorServer, large_body_sha256  # noqa: E402
-from sora_proxy.simulator.media import load as load_asset  # noqa: E402
 
 MIB = 1024 * 1024
 LIMIT_MB = 50
@@ -91,27 +91,10 @@ def download(proxy_url: str, video_id: str, size: int) -> tuple[float, str]:
 
 
 def upload(proxy_url: str, size: int) -> float:
-    boundary = "bench-boundary"
-    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"prompt\"\r\n\r\nbench\r\n"
-            f"--{boundary}\r\nContent-Disposition: form-data; name=\"video\"; "
-            "filename=\"bench.mp4\"\r\nContent-Type: video/mp4\r\n\r\n").encode()
-    tail = f"\r\n--{boundary}--\r\n".encode()
-    mp4, _, _ = load_asset("video")
-    block = (mp4 * (MIB // len(mp4) + 1))[:MIB]
-
-    class Body:
-        def __iter__(self):
-            yield head
-            for _ in range(size // MIB):
-                yield block
-            yield tail
-
-        def __len__(self) -> int:
-            return len(head) + size + len(tail)
-
+    body = VideoUpload(size, {"prompt": "bench"})
     started = time.perf_counter()
-    response = requests.post(f"{proxy_url}/v1/videos/edits", data=Body(), timeout=600,
-                             headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    response = requests.post(f"{proxy_url}/v1/videos/edits", data=body, timeout=600,
+                             headers={"Content-Type": body.content_type})
     elapsed = time.perf_counter() - started
     response.raise_for_status()
     return elapsed

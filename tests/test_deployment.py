@@ -17,6 +17,7 @@ import requests
 from conftest import UPSTREAM_KEY
 from nginx import Nginx
 from servers import Gunicorn
+from videos import VideoUpload
 
 from sora_proxy.simulator import SimulatorServer, large_body_sha256
 from sora_proxy.simulator.media import load as load_asset
@@ -132,35 +133,17 @@ def test_range_through_nginx(nginx, sim, store_url):
 
 
 def test_50_mb_upload_to_edits_is_streamed_byte_for_byte(nginx, sim):
-    size = 50 * MB
-    boundary = "deployment-boundary-9"
-    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"prompt\"\r\n\r\nSnow\r\n"
-            f"--{boundary}\r\nContent-Disposition: form-data; name=\"video\"; filename=\"big.mp4\"\r\n"
-            "Content-Type: video/mp4\r\n\r\n").encode()
-    tail = f"\r\n--{boundary}--\r\n".encode()
-    block = (MP4 * (MB // len(MP4) + 1))[:MB]  # starts with a real MP4 header
-    digest = hashlib.sha256()
-
-    class Body:
-        def __iter__(self):
-            yield head
-            for _ in range(size // MB):
-                digest.update(block)
-                yield block
-            yield tail
-
-        def __len__(self):
-            return len(head) + size + len(tail)
-
-    response = requests.post(f"{nginx.url}/v1/videos/edits", data=Body(), timeout=120,
-                             headers={**AUTH, "Content-Type": f"multipart/form-data; boundary={boundary}"})
+    upload = VideoUpload(50 * MB, {"prompt": "Snow"})
+    response = requests.post(f"{nginx.url}/v1/videos/edits", data=upload, timeout=120,
+                             headers={**AUTH, "Content-Type": upload.content_type})
     assert response.status_code == 200, response.text
     recorded = sim.state.requests[-1]
     assert recorded.path == "/v1/videos/edits"
-    assert recorded.header("Content-Length") == str(len(head) + size + len(tail))
+    assert recorded.header("Content-Length") == str(len(upload))
     (video,) = recorded.files["video"]
-    assert video.size == size
-    assert video.sha256 == digest.hexdigest()
+    assert video.size == upload.size
+    assert video.sha256 == upload.sha256
+    assert recorded.form["prompt"] == ["Snow"]
 
 
 def test_a_bad_upload_is_refused_while_it_is_still_being_sent(nginx, sim):

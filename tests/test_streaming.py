@@ -9,6 +9,7 @@ import time
 import pytest
 import requests
 from servers import Gunicorn
+from videos import VideoUpload
 
 from sora_proxy.simulator import FailureSpec, SimulatorServer, large_body_sha256
 from sora_proxy.simulator.media import load as load_asset
@@ -61,38 +62,16 @@ def test_range_on_a_large_body(proxy, sim):
 
 
 def test_100_mb_upload_to_edits_is_byte_for_byte(proxy, sim):
-    size = 100 * MB
-    boundary = "upload-boundary-123"
-    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"prompt\"\r\n\r\nMore rain\r\n"
-            f"--{boundary}\r\nContent-Disposition: form-data; name=\"video\"; filename=\"big.mp4\"\r\n"
-            "Content-Type: video/mp4\r\n\r\n").encode()
-    tail = f"\r\n--{boundary}--\r\n".encode()
-    block = (MP4 * (MB // len(MP4) + 1))[:MB]  # starts with a real MP4 header
-    digest = hashlib.sha256()
-
-    def body():
-        yield head
-        for _ in range(size // MB):
-            digest.update(block)
-            yield block
-        yield tail
-
-    class Sized:
-        def __iter__(self):
-            return body()
-
-        def __len__(self):
-            return len(head) + size + len(tail)
-
-    response = requests.post(f"{proxy.url}/v1/videos/edits", data=Sized(), timeout=120,
-                             headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    upload = VideoUpload(100 * MB)
+    response = requests.post(f"{proxy.url}/v1/videos/edits", data=upload, timeout=120,
+                             headers={"Content-Type": upload.content_type})
     assert response.status_code == 200, response.text
     recorded = sim.state.requests[-1]
     assert recorded.path == "/v1/videos/edits"
-    assert recorded.headers.get("Content-Length") == str(len(head) + size + len(tail))
+    assert recorded.headers.get("Content-Length") == str(len(upload))
     (video,) = recorded.files["video"]
-    assert video.size == size
-    assert video.sha256 == digest.hexdigest()
+    assert video.size == upload.size
+    assert video.sha256 == upload.sha256
     assert recorded.form["prompt"] == ["More rain"]
 
 
