@@ -23,7 +23,7 @@ from .observability import configure_standalone_logging
 from .relay import EXTENSION_KEY, ProxyState, create_blueprint
 from .settings import environment_config, load_settings
 from .store import open_store
-from .upstreams import load_catalog
+from .upstreams import load_catalog, refuse_open_relay
 
 __all__ = ["ConfigError", "SoraProxy", "create_app"]
 __version__ = "0.1.0"
@@ -52,13 +52,9 @@ class SoraProxy:
         settings = load_settings(app.config, has_authenticate=self._authenticate is not None)
         authenticator = Authenticator(settings, self._authenticate)
         catalog = load_catalog(settings)
-        keyed = any(upstream.api_key for upstream in catalog.upstreams.values())
-        if keyed and not authenticator.identifies_callers and not settings.allow_anonymous:
-            raise ConfigError(
-                "SORA_PROXY_API_KEYS",
-                "is empty while upstream keys are configured: anyone could spend them; "
-                "set caller keys or SORA_PROXY_ALLOW_ANONYMOUS=true",
-            )
+        refuse_open_relay(
+            catalog, settings, identifies_callers=authenticator.identifies_callers
+        )
         store = None
         if authenticator.identifies_callers or len(catalog.upstreams) > 1:
             url = settings.store_url or f"sqlite:///{app.instance_path}/sora_proxy.sqlite3"

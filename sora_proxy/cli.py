@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .errors import ConfigError
 from .settings import environment_config, load_settings
+from .upstreams import load_catalog, refuse_open_relay
 
 _REPO_CONFIG = Path(__file__).resolve().parent.parent / "config" / "gunicorn.conf.py"
 
@@ -49,7 +50,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _check(environ: dict[str, str]) -> int:
     try:
-        load_settings(environment_config(environ))
+        settings = load_settings(environment_config(environ))
+        refuse_open_relay(
+            load_catalog(settings), settings, identifies_callers=bool(settings.api_keys)
+        )
     except ConfigError as error:
         print(f"sora-proxy: configuration error: {error}", file=sys.stderr)
         return 2
@@ -61,7 +65,9 @@ def _serve(args: argparse.Namespace) -> int:
     environ = dict(os.environ)
     children: list[subprocess.Popen[bytes]] = []
     try:
-        if not environ.get("SORA_PROXY_UPSTREAM_URL"):
+        if not environ.get("SORA_PROXY_UPSTREAM_URL") and not environ.get(
+            "SORA_PROXY_UPSTREAMS_FILE"
+        ):
             children.append(_start_simulator(args.simulator_port))
             environ["SORA_PROXY_UPSTREAM_URL"] = f"http://127.0.0.1:{args.simulator_port}/v1"
             print(f"sora-proxy: no upstream set; using the simulator at "

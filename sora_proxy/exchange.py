@@ -82,12 +82,12 @@ def upstream_headers(upstream_idempotency_key: str | None = None) -> dict[str, s
     return headers
 
 
-def note_upstream(info_upstream: Upstream, started: float) -> None:
+def note_upstream(upstream: Upstream, started: float) -> None:
     """Note which upstream answered, and how fast, for the log line and metrics."""
     info = current_info()
     if info is None:
         return
-    info.upstream = info_upstream.name
+    info.upstream = upstream.name
     metrics = proxy_state().metrics
     if metrics is not None:
         metrics.upstream_latency.labels(info.route, info.upstream).observe(

@@ -252,3 +252,18 @@ def _parse_models(raw: Any, fail: Any) -> dict[str, ModelRoute]:
             raise fail(f"model '{name}': sizes must be strings like '1280x720'")
         routes[name] = ModelRoute(name, route.deployment, sizes, seconds)
     return routes
+
+
+def refuse_open_relay(catalog: Catalog, settings: Settings, *, identifies_callers: bool) -> None:
+    """Refuse to start when upstream keys would be spent by anyone who can reach the proxy.
+
+    :raises ConfigError: keys are configured upstream, callers are not identified, and
+        ``SORA_PROXY_ALLOW_ANONYMOUS`` is not set.
+    """
+    keyed = any(upstream.api_key for upstream in catalog.upstreams.values())
+    if keyed and not identifies_callers and not settings.allow_anonymous:
+        raise ConfigError(
+            "SORA_PROXY_API_KEYS",
+            "is empty while upstream keys are configured: anyone could spend them; "
+            "set caller keys or SORA_PROXY_ALLOW_ANONYMOUS=true",
+        )
