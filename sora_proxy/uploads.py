@@ -74,7 +74,10 @@ class _Inspector:
     finished: bool = False
 
     def __post_init__(self) -> None:
-        self.decoder = MultipartDecoder(self.boundary, max_form_memory_size=MAX_TEXT_BYTES)
+        # No memory limit inside the decoder: its buffer holds at most one read plus a few
+        # held-back bytes (so a limit of one read would trip on them); text parts are capped
+        # in _data instead, and file data is never kept.
+        self.decoder = MultipartDecoder(self.boundary)
 
     def feed(self, chunk: bytes | None) -> None:
         try:

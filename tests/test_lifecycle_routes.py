@@ -212,3 +212,18 @@ def test_unknown_methods_get_405_with_allow(client):
     assert response.status_code == 405
     assert set(response.headers["Allow"].split(", ")) >= {"GET", "DELETE"}
     assert client.get("/sora/v1/characters").status_code == 405
+
+
+@pytest.mark.parametrize("size", [3 * 1024 * 1024 + 17, 8 * 1024 * 1024, 20 * 1024 * 1024 - 1])
+@pytest.mark.parametrize("seed", range(3))
+def test_random_video_bytes_of_any_length_stream_through(client, upstream, size, seed):
+    # Random bytes put CR/LF at arbitrary places, including at read boundaries, where the
+    # multipart decoder holds bytes back; every such upload must still pass untouched.
+    import random
+
+    video = MP4[:32] + random.Random(seed).randbytes(size - 32)
+    response = edit(client, prompt="x", model="sora-2", seconds="4",
+                    video=(io.BytesIO(video), "v.mp4", "video/mp4"))
+    assert response.status_code == 200, response.get_json()
+    (part,) = upstream.state.requests[-1].files["video"]
+    assert part.size == size and part.data == video
