@@ -30,3 +30,11 @@ test: lint
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
+
+# `make bench`: install what the benchmark needs (wrk, nginx, LiteLLM in bench/.litellm-venv,
+# matplotlib), then run sora_proxy, nginx and LiteLLM side by side on 127.0.0.1 and write
+# bench/results/latest.{md,png,json}. BENCH_ARGS=--quick for a short smoke run.
+.PHONY: bench
+bench: $(STAMP)
+	bash bench/install.sh
+	$(BIN)/python bench/run.py $(BENCH_ARGS)

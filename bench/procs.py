@@ -74,7 +74,7 @@ class Service:
         self.port = port
         self.log_path = log_path
         self.stop_signal = stop_signal
-        self._log = open(log_path, "wb")  # noqa: SIM115
+        self._log = open(log_path, "wb")
         wrapped = ["timeout", "--kill-after=10", str(LIFETIME_S), *argv]
         self.process = subprocess.Popen(
             wrapped, env=env, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT,
