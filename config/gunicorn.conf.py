@@ -53,7 +53,7 @@ if os.environ.get("SORA_PROXY_METRICS", "").strip().lower() in ("1", "true", "ye
 
 
 
-def post_fork(server, worker):  # noqa: ANN001 - gunicorn hook signature
+def post_fork(server, worker):
     """Give large allocations back to the system in each worker.
 
     glibc raises its mmap threshold each time a large block is freed, after which the
