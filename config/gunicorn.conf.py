@@ -50,21 +50,3 @@ if os.environ.get("SORA_PROXY_METRICS", "").strip().lower() in ("1", "true", "ye
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(worker.pid)
-
-
-
-def post_fork(server, worker):
-    """Give large allocations back to the system in each worker.
-
-    glibc raises its mmap threshold each time a large block is freed, after which the
-    multi-megabyte buffers of a create with a big reference (base64 text, decoded image,
-    fitted image) come from the heap, fragment it and stay resident. A fixed 1 MiB threshold
-    keeps them mmapped, so they are returned when freed.
-    """
-    import ctypes
-    import ctypes.util
-
-    libc_name = ctypes.util.find_library("c")
-    if libc_name:
-        m_mmap_threshold = -3
-        ctypes.CDLL(libc_name).mallopt(m_mmap_threshold, 1024 * 1024)
