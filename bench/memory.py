@@ -14,7 +14,6 @@ import argparse
 import hashlib
 import os
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -22,8 +21,11 @@ import requests
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO))
 
+from procs import children  # noqa: E402
+from rss import Sampler  # noqa: E402
 from servers import Gunicorn  # noqa: E402
 from videos import VideoUpload  # noqa: E402
 
@@ -31,49 +33,6 @@ from sora_proxy.simulator import SimulatorServer, large_body_sha256  # noqa: E40
 
 MIB = 1024 * 1024
 LIMIT_MB = 50
-
-
-def rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
-def worker_pids(master: int) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == master:
-                pids.append(int(entry.name))
-    return pids
-
-
-class Sampler:
-    """Samples one process's RSS in a thread; ``peak`` is the largest seen."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.peak = rss_bytes(pid)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, rss_bytes(self.pid))
-            time.sleep(0.02)
-
-    def __enter__(self) -> Sampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def download(proxy_url: str, video_id: str, size: int) -> tuple[float, str]:
@@ -113,7 +72,7 @@ def main() -> int:
                           "SORA_PROXY_ACCESS_LOG": ""}, log, workers=1)
         try:
             time.sleep(0.5)
-            (worker,) = worker_pids(proxy.process.pid)
+            (worker,) = children(proxy.process.pid)
             # Warm the worker (imports, first Session) so growth is the transfer's own.
             warm = sim.state.add_large_video(8 * MIB, seed=9)
             download(proxy.url, warm, 8 * MIB)
@@ -122,13 +81,13 @@ def main() -> int:
                 ("download", lambda: download(proxy.url, video_id, size)),
                 ("upload (edits)", lambda: upload(proxy.url, size)),
             ):
-                before = rss_bytes(worker)
-                with Sampler(worker) as sampler:
+                with Sampler([worker]) as sampler:
                     result = run()
                 elapsed = result[0] if isinstance(result, tuple) else result
                 if isinstance(result, tuple):
                     assert result[1] == large_body_sha256(size, seed=5), "download corrupted"
-                rows.append((name, size, elapsed, before, sampler.peak))
+                rss = sampler.serving()
+                rows.append((name, size, elapsed, rss.before, rss.peak))
         finally:
             proxy.stop()
     print(f"\nsora_proxy under gunicorn (1 gthread worker), {args.size_mib} MiB each way\n")
