@@ -11,6 +11,7 @@ proxy would have refused.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -169,6 +170,7 @@ class StreamedUpload:
         self._read_total = 0
         self._inspector = _Inspector(boundary.encode("latin-1"), file_param)
         self._prefix: list[bytes] = []
+        self._reads = self._inspected_reads()
 
     @property
     def bytes_read(self) -> int:
@@ -178,15 +180,10 @@ class StreamedUpload:
     def read_head(self) -> UploadHead:
         """Read until the video's first bytes (or the body's end) and check what came so far."""
         inspector = self._inspector
-        while not inspector.finished and not inspector.sniffable:
-            chunk = self._read()
-            if not chunk:
-                inspector.feed(None)
-                if not inspector.finished:
-                    raise _ended_early()
-                break
+        for chunk in self._reads:
             self._prefix.append(chunk)
-            inspector.feed(chunk)
+            if inspector.sniffable:
+                break
         file_type = None
         if inspector.file_name is not None:
             file_type = sniff_video_type(bytes(inspector.file_head))
@@ -221,15 +218,9 @@ class StreamedUpload:
 
     def drain(self) -> None:
         """Read the rest of the body without sending it anywhere (to judge a replay)."""
-        inspector = self._inspector
         self._prefix = []
-        while not inspector.finished:
-            chunk = self._read()
-            inspector.feed(chunk or None)
-            if not chunk:
-                if not inspector.finished:
-                    raise _ended_early()
-                break
+        for _ in self._reads:
+            pass
 
     def body(self, check_fields: Callable[[dict[str, Any]], None]) -> Iterable[bytes]:
         """The whole body for the upstream, with a length when the client gave one.
@@ -243,27 +234,27 @@ class StreamedUpload:
         return _SizedIterable(chunks, self.content_length)
 
     def _chunks(self, check_fields: Callable[[dict[str, Any]], None]) -> Iterator[bytes]:
-        inspector = self._inspector
         held: bytes | None = None
-        for chunk in self._prefix:
+        prefix, self._prefix = self._prefix, []
+        for chunk in itertools.chain(prefix, self._reads):
             if held is not None:
                 yield held
             held = chunk
-        self._prefix = []
-        while not inspector.finished:
-            chunk = self._read()
-            if not chunk:
-                inspector.feed(None)
-                if not inspector.finished:
-                    raise _ended_early()
-                break
-            inspector.feed(chunk)
-            if held is not None:
-                yield held
-            held = chunk
-        check_fields(nest_form_fields(inspector.text))
+        check_fields(nest_form_fields(self._inspector.text))
         if held is not None:
             yield held
+
+    def _inspected_reads(self) -> Iterator[bytes]:
+        """The client's body, read by read, each fed to the inspector; ends with the body."""
+        inspector = self._inspector
+        while not inspector.finished:
+            chunk = self._read()
+            inspector.feed(chunk or None)
+            if not chunk:
+                if not inspector.finished:
+                    raise _ended_early()
+                return
+            yield chunk
 
     def _read(self) -> bytes:
         chunk = self._stream.read(READ_SIZE)
