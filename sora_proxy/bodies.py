@@ -45,10 +45,7 @@ def read_form_body(request: Request, *, max_bytes: int) -> FormBody:
     :raises PayloadTooLarge: a body over the cap (413).
     :raises InvalidRequest: unparseable JSON, a non-object JSON body, a repeated field (400).
     """
-    if request.content_length is not None and request.content_length > max_bytes:
-        raise PayloadTooLarge(f"The request body is larger than the {max_bytes}-byte limit.")
-    # Per-request limits: the host app's own MAX_CONTENT_LENGTH and form limits stay untouched.
-    request.max_content_length = max_bytes
+    _limit(request, max_bytes)
     request.max_form_memory_size = max_bytes
     request.max_form_parts = MAX_FORM_PARTS
     kind = media_type(request)
@@ -62,14 +59,20 @@ def read_form_body(request: Request, *, max_bytes: int) -> FormBody:
     )
 
 
-def read_json_object(request: Request, *, max_bytes: int, allow_empty: bool = False) -> dict:
+def read_json_object(request: Request, *, max_bytes: int) -> dict[str, Any]:
     """Read a JSON object body (used by routes that take JSON only)."""
+    _limit(request, max_bytes)
+    return _read_json_object(request)
+
+
+def _limit(request: Request, max_bytes: int) -> None:
+    """Refuse a declared length over ``max_bytes`` and cap what is read of a chunked body.
+
+    The limit is set on this request only: the host app's own MAX_CONTENT_LENGTH stays as it is.
+    """
     if request.content_length is not None and request.content_length > max_bytes:
         raise PayloadTooLarge(f"The request body is larger than the {max_bytes}-byte limit.")
     request.max_content_length = max_bytes
-    if allow_empty and not request.get_data(cache=True):
-        return {}
-    return _read_json_object(request)
 
 
 def _read_json_object(request: Request) -> dict[str, Any]:
