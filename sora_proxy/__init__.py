@@ -19,8 +19,9 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .auth import AuthenticateCallback, Authenticator
 from .errors import ConfigError
+from .extension import EXTENSION_KEY
 from .observability import configure_standalone_logging
-from .relay import EXTENSION_KEY, ProxyState, create_blueprint
+from .relay import ProxyState, create_blueprint
 from .settings import environment_config, load_settings
 from .store import open_store
 from .upstreams import load_catalog, refuse_open_relay

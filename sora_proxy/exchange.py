@@ -14,11 +14,12 @@ from contextlib import ExitStack
 from typing import Any
 
 import requests
-from flask import Response, current_app, request
+from flask import Response, request
 
 from . import idempotency
 from .auth import Caller
 from .errors import UpstreamTimeout, UpstreamUnreachable
+from .extension import proxy_state
 from .observability import current_info
 from .ownership import parse_object
 from .sizing import DEFAULT_MODEL
@@ -28,14 +29,8 @@ from .uploads import StreamedUpload
 from .upstream import FORWARDED_REQUEST_HEADERS
 from .upstreams import Upstream
 
-EXTENSION_KEY = "sora_proxy"
 #: A prepared body and its Content-Type.
 Prepared = tuple[Any, str | None]
-
-
-def proxy_state() -> Any:
-    """The current app's ``ProxyState``."""
-    return current_app.extensions[EXTENSION_KEY]
 
 
 def authenticate() -> Caller:

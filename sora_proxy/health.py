@@ -7,9 +7,10 @@ import time
 from typing import Any
 
 import requests
-from flask import Response, current_app, json
+from flask import Response, json
 
 from .errors import NotFound, ProxyError
+from .extension import proxy_state
 
 #: Seconds a readiness verdict is reused: probes every second must not hammer the upstream.
 READY_CACHE_SECONDS = 5.0
@@ -65,7 +66,7 @@ def healthz() -> Response:
 
 def readyz() -> Response:
     """Ready: the store and every upstream answer; 503 with the failing checks otherwise."""
-    state = current_app.extensions["sora_proxy"]
+    state = proxy_state()
     checks = state.readiness.checks(state)
     ready = all(value == "ok" for value in checks.values())
     return _json({"status": "ok" if ready else "unavailable", "checks": checks},
@@ -74,7 +75,7 @@ def readyz() -> Response:
 
 def metrics() -> Response:
     """Prometheus exposition, when ``SORA_PROXY_METRICS`` is on."""
-    state = current_app.extensions["sora_proxy"]
+    state = proxy_state()
     if state.metrics is None:
         raise NotFound("Metrics are off; set SORA_PROXY_METRICS=true.", code="unknown_route")
     body, content_type = state.metrics.render()

@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Response, current_app, g, request
+from flask import Response, g, request
+
+from .extension import proxy_state
 
 access_log = logging.getLogger("sora_proxy.access")
 _REQUEST_ID_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
@@ -69,7 +71,7 @@ def begin_request() -> None:
     """Blueprint ``before_request``: start the clock and fix the request id."""
     if request.endpoint and request.endpoint.rsplit(".", 1)[-1] in QUIET_ENDPOINTS:
         return
-    state = current_app.extensions["sora_proxy"]
+    state = proxy_state()
     g.sora_proxy_info = RequestInfo(
         request_id=_request_id(),
         started=time.perf_counter(),
@@ -87,7 +89,7 @@ def finish_request(response: Response) -> Response:
         response.headers["X-Request-ID"] = info.request_id
     else:
         info.upstream_request_id = response.headers["X-Request-ID"]
-    state = current_app.extensions["sora_proxy"]
+    state = proxy_state()
     record = {
         "request_id": info.request_id,
         "caller": info.caller,

@@ -13,7 +13,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.exceptions import MethodNotAllowed as RoutingMethodNotAllowed
 from werkzeug.exceptions import NotFound as RoutingNotFound
 
-from . import exchange, health, views
+from . import health, views
 from .auth import Authenticator
 from .errors import (
     MethodNotAllowed,
@@ -23,6 +23,7 @@ from .errors import (
     error_response,
     from_http_exception,
 )
+from .extension import proxy_state
 from .health import ReadinessProbe
 from .idempotency import Idempotency
 from .metrics import Metrics
@@ -34,7 +35,6 @@ from .upstream import UpstreamClient
 from .upstreams import Catalog
 
 log = logging.getLogger("sora_proxy")
-EXTENSION_KEY = exchange.EXTENSION_KEY
 _ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
 
 #: (rule, view, methods). Literal paths share a prefix with ``/v1/videos/<video_id>``;
@@ -116,7 +116,7 @@ def _render_proxy_error(error: ProxyError) -> Response:
     info = current_info()
     if info is not None:
         info.error_code = error.code or f"http_{error.status}"
-    metrics = current_app.extensions[EXTENSION_KEY].metrics
+    metrics = proxy_state().metrics
     if metrics is not None and isinstance(error, ReferenceFetchFailed):
         metrics.fetches_refused.labels(error.reason).inc()
     return error_response(error)
