@@ -63,7 +63,8 @@ class SoraProxy:
                 store = open_store(url, prefix=settings.store_prefix)
             except ValueError as error:
                 raise ConfigError("SORA_PROXY_STORE_URL", str(error)) from None
-        state = ProxyState(settings, authenticator, catalog, store)
+        spool_dir = settings.spool_dir or f"{app.instance_path}/sora_proxy-spool"
+        state = ProxyState(settings, authenticator, catalog, store, spool_dir=spool_dir)
         app.extensions[EXTENSION_KEY] = state
         app.register_blueprint(create_blueprint(), url_prefix=settings.url_prefix or None)
 

@@ -156,6 +156,15 @@ class UpstreamUnreachable(ProxyError):
     code = "upstream_unreachable"
 
 
+class UpstreamAuthFailed(ProxyError):
+    """The upstream refused the proxy's own key (502): the operator's problem, not the
+    caller's, so nothing of the upstream's answer (which may quote the key) is relayed."""
+
+    status = 502
+    error_type = "server_error"
+    code = "upstream_auth_failed"
+
+
 class ServiceUnavailable(ProxyError):
     """A dependency of the proxy (its store) is down (503)."""
 
@@ -187,6 +196,8 @@ def error_response(error: ProxyError) -> Response:
 def from_http_exception(error: HTTPException) -> ProxyError:
     """A werkzeug ``HTTPException`` (e.g. 413 from the form parser) as a :class:`ProxyError`."""
     status = error.code or 500
+    if status == 413:
+        return PayloadTooLarge(error.description or "The request body is too large.")
     return ProxyError(
         error.description or error.name,
         code=error.name.lower().replace(" ", "_"),

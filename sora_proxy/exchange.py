@@ -9,28 +9,21 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
-from contextlib import ExitStack
 from typing import Any
 
 import requests
 from flask import Response, request
 
-from . import idempotency
 from .auth import Caller
-from .errors import UpstreamTimeout, UpstreamUnreachable
+from .errors import UpstreamUnreachable
 from .extension import proxy_state
 from .observability import current_info
 from .ownership import parse_object
 from .sizing import DEFAULT_MODEL
-from .store import Kind, StoredResponse
-from .streaming import RelayedResponse, read_answer, relay_response
-from .uploads import StreamedUpload
+from .store import Kind
+from .streaming import RelayedResponse, relay_response
 from .upstream import FORWARDED_REQUEST_HEADERS
 from .upstreams import Upstream
-
-#: A prepared body and its Content-Type.
-Prepared = tuple[Any, str | None]
 
 
 def authenticate() -> Caller:
@@ -139,79 +132,6 @@ def present_model(upstream: Upstream, data: bytes, caller_model: str | None = No
     if name is None or name == deployed or upstream.models[name].deployment != deployed:
         return data
     return json.dumps({**answer, "model": name}).encode("utf-8")
-
-
-#: Sends a prepared POST: gets the cleanup stack and the upstream Idempotency-Key.
-Dispatch = Callable[[ExitStack, str | None], tuple[Upstream, requests.Response]]
-
-
-def post(
-    path: str,
-    caller: Caller,
-    kind: Kind | None,
-    request_fingerprint: str,
-    dispatch: Dispatch,
-    upload: StreamedUpload | None = None,
-    caller_model: str | None = None,
-) -> Response:
-    """Send a POST; record what it created; honour Idempotency-Key.
-
-    For a streamed ``upload`` the fingerprint covers only what came before the video; the
-    whole request's digest is kept with the answer and a repeat must match it too.
-    """
-    state = proxy_state()
-    if not is_owned():
-        with ExitStack() as stack:
-            _, response = dispatch(stack, None)
-        return relay_response(response, method="POST")
-    ticket = None
-    key = request.headers.get(idempotency.HEADER)
-    if key is not None:
-        claimed = state.idempotency.claim(owner_name(caller), key, request_fingerprint)
-        if isinstance(claimed, StoredResponse):
-            if upload is not None and claimed.request_digest is not None:
-                upload.drain()
-                if upload.digest(path) != claimed.request_digest:
-                    raise idempotency.reused()
-            return idempotency.replay(claimed)
-        ticket = claimed
-    try:
-        with ExitStack() as stack:
-            upstream_key = state.idempotency.upstream_key(ticket) if ticket else None
-            upstream, response = dispatch(stack, upstream_key)
-        status, headers, data = read_answer(response, method="POST")
-    except (UpstreamUnreachable, UpstreamTimeout) as error:
-        # The upstream may have acted on it: the failure is the answer, kept for retries.
-        if ticket:
-            envelope = json.dumps(error.envelope()).encode()
-            headers = [("Content-Type", "application/json"), *error.headers.items()]
-            state.idempotency.finish(ticket, StoredResponse(error.status, headers, envelope))
-        raise
-    except BaseException:
-        if ticket:
-            state.idempotency.release(ticket)
-        raise
-    if upload is not None and (info := current_info()) is not None:
-        info.extra["bytes_in"] = upload.bytes_read
-    data = present_model(upstream, data, caller_model)
-    if kind is not None and 200 <= status < 300:
-        state.ownership.record_created(owner_name(caller), kind, data, upstream.name)
-    if ticket:
-        digest = upload.digest(path) if upload is not None else None
-        state.idempotency.finish(ticket, StoredResponse(status, headers, data, digest))
-    return answer(status, headers, data)
-
-
-def dispatch_to(upstream: Upstream, path: str, caller: Caller, prepared: Prepared) -> Dispatch:
-    """A dispatch of ``prepared`` to one known upstream (by-id routes, uploads)."""
-    body, content_type = prepared
-
-    def dispatch(_: ExitStack, key: str | None) -> tuple[Upstream, requests.Response]:
-        response = send(upstream, "POST", path, caller, body=body, content_type=content_type,
-                         idempotency_key=key)
-        return upstream, response
-
-    return dispatch
 
 
 def upstream_of(caller: Caller, resource_id: str, kind: Kind) -> Upstream:

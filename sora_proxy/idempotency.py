@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,7 @@ from flask import Response
 
 from .errors import Conflict, InvalidRequest
 from .store import Claim, Store, StoredResponse
+from .store.durable import DurableWrites
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "idempotent-replayed"
@@ -25,12 +27,18 @@ REPLAYED_HEADER = "idempotent-replayed"
 
 def fingerprint(route: str, fields: Any, file_digests: Mapping[str, str] | None = None) -> str:
     """A digest of what a request asks for: its route, fields and file contents."""
-    canonical = json.dumps(
-        {"route": route, "fields": fields, "files": dict(file_digests or {})},
-        sort_keys=True,
-        separators=(",", ":"),
-        default=str,
-    )
+    try:
+        canonical = json.dumps(
+            {"route": route, "fields": fields, "files": dict(file_digests or {})},
+            sort_keys=True,
+            separators=(",", ":"),
+            default=str,
+        )
+    except (RecursionError, ValueError):
+        # Bodies are depth-checked when read; this is the last guard, never a 500.
+        raise InvalidRequest(
+            "The request body is nested too deeply.", code="invalid_json"
+        ) from None
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
@@ -40,13 +48,22 @@ class Ticket:
 
     scope: str
     fingerprint: str
+    token: str
 
 
 class Idempotency:
-    """Claims, finishes and replays idempotency keys in a :class:`~sora_proxy.store.Store`."""
+    """Claims, finishes and replays idempotency keys in a :class:`~sora_proxy.store.Store`.
 
-    def __init__(self, store: Store, *, ttl: float, in_flight_ttl: float) -> None:
+    A claim is made directly (a store that cannot take it answers 503 before anything is
+    sent); its end, the answer or the release, goes through :class:`DurableWrites`, so a
+    store failure after the upstream answered cannot leave the key in flight.
+    """
+
+    def __init__(
+        self, store: Store, writes: DurableWrites, *, ttl: float, in_flight_ttl: float
+    ) -> None:
         self.store = store
+        self.writes = writes
         self.ttl = ttl
         self.in_flight_ttl = in_flight_ttl
 
@@ -60,11 +77,12 @@ class Idempotency:
                 f"{HEADER} must be 1 to 255 printable ASCII characters.", param=HEADER
             )
         scope = hashlib.sha256(f"{owner}\0{key}".encode()).hexdigest()
+        token = uuid.uuid4().hex
         result = self.store.claim_idempotency_key(
-            scope, request_fingerprint, in_flight_ttl=self.in_flight_ttl
+            scope, request_fingerprint, in_flight_ttl=self.in_flight_ttl, token=token
         )
         if result.claim is Claim.NEW:
-            return Ticket(scope, request_fingerprint)
+            return Ticket(scope, request_fingerprint, token)
         if result.claim is Claim.REPLAY and result.response is not None:
             return result.response
         if result.claim is Claim.IN_FLIGHT:
@@ -77,14 +95,15 @@ class Idempotency:
         raise reused()
 
     def finish(self, ticket: Ticket, response: StoredResponse) -> None:
-        """Keep ``response`` as the answer for ``ticket``'s key."""
-        self.store.finish_idempotency_key(
+        """Keep ``response`` as the answer for ``ticket``'s key (durably; never raises)."""
+        self.writes.finish_idempotency_key(
             ticket.scope, ticket.fingerprint, response, ttl=self.ttl
         )
 
     def release(self, ticket: Ticket) -> None:
-        """Free the key: the request failed before the upstream could have acted on it."""
-        self.store.release_idempotency_key(ticket.scope)
+        """Free the key: the request failed before the upstream could have acted on it
+        (durably; never raises)."""
+        self.writes.release_idempotency_key(ticket.scope, ticket.token)
 
     def upstream_key(self, ticket: Ticket) -> str:
         """The key to send upstream: scoped, so two callers' keys never collide there."""

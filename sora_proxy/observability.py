@@ -108,7 +108,12 @@ def finish_request(response: Response) -> Response:
     metrics = state.metrics
     body = response.response
     if hasattr(body, "add_close_callback"):
-        body.add_close_callback(lambda sent: _emit(record, info.started, sent, metrics))
+        body.add_close_callback(
+            lambda sent, error_code: _emit(
+                {**record, "error_code": error_code or record["error_code"]},
+                info.started, sent, metrics,
+            )
+        )
     else:
         sent = 0 if request.method == "HEAD" else (response.calculate_content_length() or 0)
         _emit(record, info.started, sent, metrics)

@@ -14,11 +14,14 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from .errors import InvalidRequest, NotFound
+from .errors import InvalidRequest, NotFound, ProxyError
 from .store import Kind, OwnedResource, Store
+from .store.durable import DurableWrites
 
 log = logging.getLogger("sora_proxy.ownership")
 _LABELS = {"video": ("Video", "video_id"), "character": ("Character", "character_id")}
+#: Create-body fields that name characters by id (an object ``{"id"}`` or the id itself).
+CHARACTER_FIELDS = ("characters", "character_ids")
 
 
 def not_found(kind: Kind, resource_id: str) -> NotFound:
@@ -29,11 +32,18 @@ def not_found(kind: Kind, resource_id: str) -> NotFound:
     )
 
 
+def _json_list(text: str, name: str) -> Any:
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        raise InvalidRequest(f"Invalid '{name}': Must be a list.", param=name) from None
+
+
 def parse_object(body: bytes) -> dict[str, Any] | None:
     """The JSON object in an upstream answer, or ``None`` if it is not one."""
     try:
         value = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None
     return value if isinstance(value, dict) else None
 
@@ -45,33 +55,68 @@ class Ownership:
     that upstream, with its key.
     """
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, writes: DurableWrites) -> None:
         self.store = store
+        self.writes = writes
 
     def require(self, owner: str, resource_id: str, kind: Kind) -> OwnedResource:
-        """The record of ``resource_id`` if ``owner`` owns it, else the not-found 404."""
+        """The record of ``resource_id`` if ``owner`` owns it, else the not-found 404.
+
+        A record still waiting in the spool (the store was down when it was made) is replayed
+        first, so a caller never gets a 404 for something the proxy knows is theirs.
+        """
         record = self.store.get(resource_id)
+        if record is None and self.writes.pending() and self.writes.replay():
+            record = self.store.get(resource_id)
         if record is None or record.owner != owner or record.kind != kind:
             raise not_found(kind, resource_id)
         return record
 
+    def require_referenced(self, owner: str, fields: Mapping[str, Any]) -> None:
+        """Every character a body names by id (``characters``, ``character_ids``) must be
+        ``owner``'s own, as on every by-id route: the upstream key is shared."""
+        for name in CHARACTER_FIELDS:
+            value = fields.get(name)
+            if value is None:
+                continue
+            if isinstance(value, str):
+                value = _json_list(value, name)
+            if not isinstance(value, list):
+                raise InvalidRequest(f"Invalid '{name}': Must be a list.", param=name)
+            for index, item in enumerate(value):
+                character_id = item.get("id") if isinstance(item, dict) else item
+                if not isinstance(character_id, str) or not character_id:
+                    raise InvalidRequest(
+                        f"Invalid '{name}[{index}]': Must be a character id or {{\"id\": ...}}.",
+                        param=f"{name}[{index}]",
+                    )
+                self.require(owner, character_id, "character")
+
     def record_created(self, owner: str, kind: Kind, body: bytes, upstream: str) -> None:
-        """Record the resource an upstream 2xx answer created, and the upstream holding it."""
+        """Record the resource an upstream 2xx answer created, and the upstream holding it.
+
+        Never raises: the write is retried, then spooled (see :class:`DurableWrites`).
+        """
         created = parse_object(body)
         resource_id = created.get("id") if created else None
         if not isinstance(resource_id, str) or not resource_id:
             # Without an id the caller could never reach the resource again; say so loudly.
             log.error("upstream created a %s but its answer has no id; not recorded", kind)
             return
-        self.store.record(
-            OwnedResource(resource_id, owner, upstream, kind, time.time(), created)
-        )
+        self.writes.record(OwnedResource(resource_id, owner, upstream, kind, time.time(), created))
 
     def refresh(self, resource_id: str, body: bytes) -> None:
-        """Keep the latest object the upstream returned for ``resource_id``."""
+        """Keep the latest object the upstream returned for ``resource_id``.
+
+        A cache write: if the store cannot take it, the caller still gets the answer.
+        """
         latest = parse_object(body)
-        if latest is not None and latest.get("id") == resource_id:
+        if latest is None or latest.get("id") != resource_id:
+            return
+        try:
             self.store.update_object(resource_id, latest)
+        except ProxyError:
+            log.warning("could not refresh the stored object of a video; answered anyway")
 
     def list_page(self, owner: str, query: Mapping[str, Any]) -> dict[str, Any]:
         """``owner``'s videos in the OpenAI list shape, newest first unless ``order=asc``."""

@@ -31,11 +31,15 @@ from .observability import begin_request, current_info, finish_request
 from .ownership import Ownership
 from .settings import Settings
 from .store import Store
+from .store.durable import DurableWrites
+from .store.spool import Spool
 from .upstream import UpstreamClient
 from .upstreams import Catalog
 
 log = logging.getLogger("sora_proxy")
-_ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+#: Every method the fallback answers (404, 405 or OPTIONS) in the envelope, so that none of
+#: them reaches werkzeug's own HTML error page.
+_ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"]
 
 #: (rule, view, methods). Literal paths share a prefix with ``/v1/videos/<video_id>``;
 #: werkzeug ranks static segments above variables, so they win whatever the order here.
@@ -73,18 +77,23 @@ class ProxyState:
         authenticator: Authenticator,
         catalog: Catalog,
         store: Store | None = None,
+        *,
+        spool_dir: str = "sora_proxy-spool",
     ) -> None:
         self.settings = settings
         self.authenticator = authenticator
         self.upstream = UpstreamClient(settings, catalog)
         self.store = store
-        self.ownership = Ownership(store) if store else None
+        self.writes = DurableWrites(store, Spool(spool_dir)) if store else None
+        self.ownership = Ownership(store, self.writes) if store and self.writes else None
         # A claim outlives the slowest legitimate request, so a crashed worker's claim frees
         # itself instead of blocking the key for the whole day.
         in_flight_ttl = max(900.0, 2 * (settings.connect_timeout + settings.read_timeout))
         self.idempotency = (
-            Idempotency(store, ttl=settings.idempotency_ttl, in_flight_ttl=in_flight_ttl)
-            if store
+            Idempotency(
+                store, self.writes, ttl=settings.idempotency_ttl, in_flight_ttl=in_flight_ttl
+            )
+            if store and self.writes
             else None
         )
         self.metrics = Metrics() if settings.metrics else None
@@ -92,7 +101,8 @@ class ProxyState:
 
 
 def _fallback(rest: str = "") -> Response:
-    """Any path or method under the proxy's routes that no route takes: 404 or 405."""
+    """Any path or method under the proxy's routes that no route takes: 404 or 405, and the
+    answer to OPTIONS. ``Allow`` lists exactly the methods a real route takes there."""
     adapter = current_app.url_map.bind_to_environ(request.environ)
     allowed = []
     for method in _ALL_METHODS:
@@ -104,12 +114,14 @@ def _fallback(rest: str = "") -> Response:
             continue
         if not rule.endpoint.endswith(".fallback"):
             allowed.append(method)
-    if allowed:
-        raise MethodNotAllowed(
-            f"Method {request.method} is not allowed on {request.path}.",
-            headers={"Allow": ", ".join(allowed)},
-        )
-    raise NotFound(f"Unknown route: {request.method} {request.path}.", code="unknown_route")
+    if not allowed:
+        raise NotFound(f"Unknown route: {request.method} {request.path}.", code="unknown_route")
+    allow = ", ".join([*allowed, "OPTIONS"])
+    if request.method == "OPTIONS":
+        return Response(status=204, headers={"Allow": allow})
+    raise MethodNotAllowed(
+        f"Method {request.method} is not allowed on {request.path}.", headers={"Allow": allow}
+    )
 
 
 def _render_proxy_error(error: ProxyError) -> Response:
@@ -137,12 +149,17 @@ def create_blueprint() -> Blueprint:
     """A fresh blueprint (one per app, so several apps in one process stay independent)."""
     blueprint = Blueprint("sora_proxy", __name__)
     for rule, view, methods in ROUTES:
+        # No automatic OPTIONS: Flask's would list the fallback's methods in Allow too.
         blueprint.add_url_rule(
-            rule, endpoint=f"{view.__name__}", view_func=view, methods=methods
+            rule, endpoint=f"{view.__name__}", view_func=view, methods=methods,
+            provide_automatic_options=False,
         )
     # Registered last: for a path and method a real route takes, the real route wins.
     for rule in _FALLBACK_RULES:
-        blueprint.add_url_rule(rule, endpoint="fallback", view_func=_fallback, methods=_ALL_METHODS)
+        blueprint.add_url_rule(
+            rule, endpoint="fallback", view_func=_fallback, methods=_ALL_METHODS,
+            provide_automatic_options=False,
+        )
     blueprint.before_request(begin_request)
     blueprint.after_request(finish_request)
     blueprint.register_error_handler(ProxyError, _render_proxy_error)

@@ -13,6 +13,7 @@ from typing import Any
 
 from marshmallow import INCLUDE, Schema, ValidationError, fields, validate
 
+from .bodies import MAX_DEPTH, check_depth
 from .errors import InvalidRequest
 from .sizing import ALLOWED_SECONDS
 
@@ -47,8 +48,14 @@ class JSONObjectField(fields.Field):
         if isinstance(value, str):
             try:
                 value = json.loads(value)
+            except RecursionError:
+                raise ValidationError(f"Is nested more than {MAX_DEPTH} levels deep.") from None
             except ValueError:
                 raise ValidationError("Must be an object or a JSON-encoded object.") from None
+            try:
+                check_depth(value, "It")
+            except InvalidRequest as error:
+                raise ValidationError(error.message) from None
         if not isinstance(value, dict):
             raise ValidationError("Must be an object or a JSON-encoded object.")
         return value
@@ -120,6 +127,9 @@ def load_output_config(metadata: Mapping[str, Any] | None) -> dict[str, Any] | N
 def _first_error(messages: Any, path: str = "") -> tuple[str, str]:
     if isinstance(messages, Mapping):
         key, value = next(iter(messages.items()))
+        if key == "_schema":
+            # marshmallow's key for "this value as a whole is wrong": the field is the path.
+            return _first_error(value, path)
         return _first_error(value, f"{path}.{key}" if path else str(key))
     if isinstance(messages, list) and messages:
         return _first_error(messages[0], path)
@@ -169,6 +179,9 @@ class RemixSchema(Schema):
 
 class VideoIdSchema(Schema):
     """``{"id": ...}``: a reference to a video the upstream already has."""
+
+    # What a caller sees for `video` of the wrong type (a string, a list, nothing).
+    error_messages = {"type": 'Must be a video file or an object {"id": "video_..."}.'}
 
     id = fields.String(required=True, validate=_ID, error_messages=_REQUIRED)
 

@@ -53,6 +53,9 @@ class Settings:
     #: Where ownership and idempotency records live; None: the Flask instance folder's SQLite.
     store_url: str | None = None
     store_prefix: str = "sora_proxy:"
+    #: Where must-land store writes wait while the store is down; None: the instance folder's
+    #: ``sora_proxy-spool``.
+    spool_dir: str | None = None
     idempotency_ttl: float = 86400.0
     #: Proxies in front (nginx: 1) whose X-Forwarded-* headers are trusted.
     trusted_proxies: int = 0
@@ -229,6 +232,7 @@ def load_settings(config: Mapping[str, Any], *, has_authenticate: bool = False) 
         pool_maxsize=_number(config, "POOL_MAXSIZE", 32, integer=True),
         store_url=_string(config, "STORE_URL", None),
         store_prefix=_string(config, "STORE_PREFIX", "sora_proxy:") or "sora_proxy:",
+        spool_dir=_string(config, "SPOOL_DIR", None),
         idempotency_ttl=_number(config, "IDEMPOTENCY_TTL", 86400.0),
         trusted_proxies=_count(config, "TRUSTED_PROXIES"),
         metrics=_boolean(config, "METRICS", False),

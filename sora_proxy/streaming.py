@@ -7,6 +7,7 @@ side owns are dropped. An abandoned download closes its upstream connection at o
 
 from __future__ import annotations
 
+import errno
 import logging
 from collections.abc import Callable, Iterator, Mapping
 
@@ -72,11 +73,13 @@ class UpstreamBody:
     def __init__(self, upstream: requests.Response, chunk_size: int = CHUNK_SIZE) -> None:
         self._upstream = upstream
         self._chunk_size = chunk_size
-        self._callbacks: list[Callable[[int], None]] = []
+        self._callbacks: list[Callable[[int, str | None], None]] = []
         self.sent = 0
+        #: ``upstream_broke_off`` once the upstream's body ended early, for the log line.
+        self.error_code: str | None = None
 
-    def add_close_callback(self, callback: Callable[[int], None]) -> None:
-        """Call ``callback(bytes_sent)`` once, when the body is closed."""
+    def add_close_callback(self, callback: Callable[[int, str | None], None]) -> None:
+        """Call ``callback(bytes_sent, error_code)`` once, when the body is closed."""
         self._callbacks.append(callback)
 
     def __iter__(self) -> Iterator[bytes]:
@@ -84,12 +87,17 @@ class UpstreamBody:
             for chunk in self._upstream.raw.stream(self._chunk_size, decode_content=False):
                 self.sent += len(chunk)
                 yield chunk
-        except Exception:
-            # Headers are already sent, so the status cannot change. Re-raising makes the
-            # server drop the connection instead of ending a chunked body cleanly, so the
-            # caller sees a truncated transfer rather than a silently short file.
-            log.warning("upstream body broke off mid-stream")
-            raise
+        except Exception as error:
+            # Headers are already sent, so the status cannot change. The server must drop the
+            # connection instead of ending a chunked body cleanly, so the caller sees a
+            # truncated transfer rather than a silently short file. A connection reset is what
+            # WSGI servers (gunicorn among them) take as "close this connection" without
+            # printing a traceback for it; the log line and metrics carry the code instead.
+            self.error_code = "upstream_broke_off"
+            log.warning(
+                "upstream body broke off after %d bytes (%s)", self.sent, type(error).__name__
+            )
+            raise ConnectionResetError(errno.ECONNRESET, "upstream broke off") from None
         finally:
             self._upstream.close()
 
@@ -98,7 +106,7 @@ class UpstreamBody:
         self._upstream.close()
         callbacks, self._callbacks = self._callbacks, []
         for callback in callbacks:
-            callback(self.sent)
+            callback(self.sent, self.error_code)
 
 
 def answer_headers(upstream: requests.Response, method: str) -> list[tuple[str, str]]:
@@ -124,15 +132,21 @@ def read_answer(upstream: requests.Response, *, method: str) -> tuple[int, list,
     Used where the proxy must see the answer (to record who owns what it created); the bytes
     go back unchanged. The request was sent with ``Accept-Encoding: identity`` for that.
     """
+    # On a POST the upstream may have acted already: the SDK must not retry it.
+    no_retry = {"x-should-retry": "false"} if method == "POST" else {}
     try:
         body = upstream.raw.read(MAX_ANSWER_BYTES + 1, decode_content=False)
     except Exception:
         log.warning("upstream answer broke off")
-        raise UpstreamUnreachable("The upstream's answer broke off.") from None
+        raise UpstreamUnreachable(
+            "The upstream's answer broke off.", code="upstream_broke_off", headers=no_retry
+        ) from None
     finally:
         upstream.close()
     if len(body) > MAX_ANSWER_BYTES:
-        raise UpstreamUnreachable("The upstream's answer was unexpectedly large.")
+        raise UpstreamUnreachable(
+            "The upstream's answer was unexpectedly large.", headers=no_retry
+        )
     return upstream.status_code, answer_headers(upstream, method), body
 
 

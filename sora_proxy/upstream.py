@@ -17,7 +17,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
-from .errors import ProxyError, UpstreamTimeout, UpstreamUnreachable
+from .errors import ProxyError, UpstreamAuthFailed, UpstreamTimeout, UpstreamUnreachable
 from .settings import Settings
 from .upstreams import Catalog, Upstream
 
@@ -122,10 +122,11 @@ class UpstreamClient:
         ``x-should-retry: false`` so SDK retries cannot duplicate it either.
         """
         try:
-            return self._request(upstream, method, path, headers, params, body,
-                                 caller_authorization)
+            response = self._request(upstream, method, path, headers, params, body,
+                                     caller_authorization)
         except requests.RequestException as error:
             raise _as_proxy_error(error, upstream, method, path) from None
+        return _refuse_key_rejection(upstream, response, method, path)
 
     def send_first(
         self,
@@ -150,7 +151,7 @@ class UpstreamClient:
                     upstream, method, path, {**headers, "Content-Type": content_type}, None,
                     body, caller_authorization,
                 )
-                return upstream, response
+                return upstream, _refuse_key_rejection(upstream, response, method, path)
             except requests.RequestException as error:
                 if not never_sent(error):
                     raise _as_proxy_error(error, upstream, method, path) from None
@@ -188,6 +189,30 @@ class UpstreamClient:
         return adapter.send(
             prepared, stream=True, timeout=(upstream.connect_timeout, upstream.read_timeout)
         )
+
+
+def _refuse_key_rejection(
+    upstream: Upstream, response: requests.Response, method: str, path: str
+) -> requests.Response:
+    """An upstream 401/403 to the proxy's own key becomes 502 ``upstream_auth_failed``.
+
+    Relayed, it would tell the caller their key is wrong (it is not: they never sent it
+    upstream), and OpenAI-style messages quote the key's last characters. In pass-through the
+    key is the caller's own, and the upstream's answer is theirs to see.
+    """
+    if upstream.api_key is None or response.status_code not in (401, 403):
+        return response
+    response.close()
+    log.error(
+        "upstream %s refused the proxy's key (HTTP %d on %s %s): check its api_key",
+        upstream.name, response.status_code, method, path,
+    )
+    return_headers = {"x-should-retry": "false"} if method == "POST" else {}
+    raise UpstreamAuthFailed(
+        "The proxy's credentials for the upstream service were refused; the operator has "
+        "been told. Nothing was generated.",
+        headers=return_headers,
+    )
 
 
 def _as_proxy_error(

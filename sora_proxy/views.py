@@ -19,19 +19,17 @@ import requests
 from flask import Response, request
 
 from . import idempotency
-from .bodies import FormBody, media_type, read_form_body, read_json_object
-from .errors import InvalidRequest, UnsupportedMediaType
+from .auth import Caller
+from .bodies import ClientStream, FormBody, media_type, read_form_body, read_json_object
+from .errors import InvalidRequest, NotFound, UnsupportedMediaType
 from .exchange import (
-    Prepared,
     answer,
     authenticate,
     default_upstream,
-    dispatch_to,
     is_owned,
     note_prompt,
     note_upstream,
     owner_name,
-    post,
     present_model,
     proxy_state,
     relay,
@@ -40,6 +38,7 @@ from .exchange import (
     upstream_of,
 )
 from .fetch import open_url
+from .paid import dispatch_to, post
 from .plan import CreatePlan, fetch_policy, form_text, load_create, plan_create
 from .schemas import (
     CharacterSchema,
@@ -63,8 +62,8 @@ SMALL_BODY_BYTES = MIB
 _VIDEO_EXTENSIONS = {"video/mp4": "mp4", "video/quicktime": "mov", "video/webm": "webm"}
 
 
-def _json_body(data: dict[str, Any]) -> Prepared:
-    return json.dumps(data).encode("utf-8"), "application/json"
+def _json_body(data: dict[str, Any]) -> bytes:
+    return json.dumps(data).encode("utf-8")
 
 
 def _file_digests(body: FormBody) -> dict[str, str]:
@@ -82,13 +81,11 @@ def create_video() -> Response:
     body = read_form_body(request, max_bytes=state.settings.create_body_limit)
     params = load_create(body)
     note_prompt(params)
-    fingerprint = idempotency.fingerprint("create", params, _file_digests(body))
-    plan: CreatePlan | None = None
+    plan = plan_create(body, params, state.settings, state.upstream.catalog)
+    _require_referenced(caller, params, plan)
+    candidates = state.upstream.catalog.candidates(plan.model, plan.size, plan.seconds)
 
     def dispatch(_: ExitStack, key: str | None) -> tuple[Upstream, requests.Response]:
-        nonlocal plan
-        plan = plan_create(body, params, state.settings, state.upstream.catalog)
-        candidates = state.upstream.catalog.candidates(plan.model, plan.size, plan.seconds)
         started = time.perf_counter()
         upstream, response = state.upstream.send_first(
             candidates, "POST", "/videos", lambda u: _encoded(plan, u),
@@ -97,12 +94,31 @@ def create_video() -> Response:
         note_upstream(upstream, started)
         return upstream, response
 
+    def fingerprint() -> str:
+        return idempotency.fingerprint("create", params, _file_digests(body))
+
     return post("/videos", caller, "video", fingerprint, dispatch,
-                 caller_model=params.get("model") or DEFAULT_MODEL)
+                caller_model=params.get("model") or DEFAULT_MODEL)
 
 
-def _encoded(plan: CreatePlan | None, upstream: Upstream) -> tuple[bytes, str]:
-    assert plan is not None
+def _require_referenced(
+    caller: Caller, fields: dict[str, Any], plan: CreatePlan | None = None
+) -> None:
+    """Ids a body names besides the route's own (characters, a file) must be the caller's."""
+    ownership = proxy_state().ownership
+    if ownership is None:
+        return
+    ownership.require_referenced(owner_name(caller), fields)
+    if plan is not None and plan.file_id is not None:
+        # Files cannot be uploaded through the proxy, so none on the shared account is the
+        # caller's: the same 404 as for an id that does not exist.
+        raise NotFound(
+            f"File with id '{plan.file_id}' not found.",
+            param="input_reference.file_id", code="file_not_found",
+        )
+
+
+def _encoded(plan: CreatePlan, upstream: Upstream) -> tuple[bytes, str]:
     encoded = plan.encode(upstream)
     return encoded.content, encoded.content_type
 
@@ -128,7 +144,7 @@ def retrieve_video(video_id: str) -> Response:
     status, headers, data = read_answer(send(upstream, "GET", path, caller), method="GET")
     data = present_model(upstream, data)
     if status == 200:
-        proxy_state().ownership.refresh(video_id, data)
+        proxy_state().ownership.refresh(video_id, data)  # a cache write: never fails the read
     return answer(status, headers, data)
 
 
@@ -164,9 +180,9 @@ def remix_video(video_id: str) -> Response:
     fields = load_or_raise(RemixSchema(), body.fields)
     note_prompt(fields)
     upstream = upstream_of(caller, video_id, "video")
-    fingerprint = idempotency.fingerprint(f"remix/{video_id}", fields)
-    return post(path, caller, "video", fingerprint,
-                 dispatch_to(upstream, path, caller, _json_body(fields)))
+    _require_referenced(caller, fields)
+    return post(path, caller, "video", lambda: idempotency.fingerprint(f"remix/{video_id}", fields),
+                dispatch_to(upstream, path, caller, _json_body(fields), "application/json"))
 
 
 def edit_video() -> Response:
@@ -187,14 +203,15 @@ def _video_job(path: str, schema: type) -> Response:
         if "video" not in fields:
             raise InvalidRequest("Missing required parameter: 'video'.", param="video")
         upstream = upstream_of(caller, fields["video"]["id"], "video")
-        fingerprint = idempotency.fingerprint(path, fields)
-        return post(path, caller, "video", fingerprint,
-                     dispatch_to(upstream, path, caller, _json_body(fields)))
+        _require_referenced(caller, fields)
+        return post(path, caller, "video", lambda: idempotency.fingerprint(path, fields),
+                    dispatch_to(upstream, path, caller, _json_body(fields), "application/json"))
     upload = _streamed_upload()
     head = upload.read_head()
 
     def check(fields: dict[str, Any], *, partial: bool = False) -> None:
         checked = load_or_raise(schema(partial=partial), fields)
+        _require_referenced(caller, checked)
         has_id = "video" in checked
         if head.file_name is not None and has_id:
             raise InvalidRequest("Send 'video' as a file or as {id}, not both.", param="video")
@@ -206,9 +223,9 @@ def _video_job(path: str, schema: type) -> Response:
     video = head.fields.get("video")
     by_id = isinstance(video, dict) and isinstance(video.get("id"), str)
     upstream = upstream_of(caller, video["id"], "video") if by_id else default_upstream()
-    prepared = (upload.body(check), upload.content_type)
-    return post(path, caller, "video", upload.fingerprint(path, head),
-                 dispatch_to(upstream, path, caller, prepared), upload)
+    return post(path, caller, "video", lambda: upload.fingerprint(path, head),
+                dispatch_to(upstream, path, caller, upload.body(check), upload.content_type),
+                upload=upload)
 
 
 def create_character() -> Response:
@@ -224,9 +241,10 @@ def create_character() -> Response:
         load_or_raise(CharacterSchema(), fields)
 
     path = "/videos/characters"
-    prepared = (upload.body(check), upload.content_type)
-    return post(path, caller, "character", upload.fingerprint(path, head),
-                 dispatch_to(default_upstream(), path, caller, prepared), upload)
+    return post(path, caller, "character", lambda: upload.fingerprint(path, head),
+                dispatch_to(default_upstream(), path, caller, upload.body(check),
+                            upload.content_type),
+                upload=upload)
 
 
 def get_character(character_id: str) -> Response:
@@ -246,7 +264,6 @@ def create_character_from_url() -> Response:
     url = fields.pop("character_url")
     text = [("name", fields.pop("name")), ("character_timestamps", f"{start:g},{end:g}")]
     text += [(name, form_text(value)) for name, value in fields.items()]
-    fingerprint = idempotency.fingerprint("sora/characters", body)
     path = "/videos/characters"
     upstream = default_upstream()
 
@@ -268,13 +285,14 @@ def create_character_from_url() -> Response:
             yield from chunks
 
         filename = f"character.{_VIDEO_EXTENSIONS[video_type]}"
-        prepared = multipart_stream(
+        content, content_type = multipart_stream(
             text, "video", filename, video_type, file_chunks(), fetched.content_length
         )
         # Sent while the fetch is open: the fetched body streams into the upstream request.
-        return dispatch_to(upstream, path, caller, prepared)(stack, key)
+        return dispatch_to(upstream, path, caller, content, content_type)(stack, key)
 
-    return post(path, caller, "character", fingerprint, dispatch)
+    return post(path, caller, "character", lambda: idempotency.fingerprint("sora/characters", body),
+                dispatch)
 
 
 def models() -> Response:
@@ -301,7 +319,7 @@ def _streamed_upload() -> StreamedUpload:
             "The multipart Content-Type has no boundary.", code="invalid_multipart"
         )
     return StreamedUpload(
-        request.stream,
+        ClientStream(request.stream, max_bytes=None),  # type: ignore[arg-type]
         request.headers["Content-Type"],
         boundary,
         request.content_length,

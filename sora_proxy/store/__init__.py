@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from sora_proxy.store.base import (
     Claim,
     ClaimResult,
+    Intent,
     Kind,
     Order,
     OwnedResource,
@@ -25,6 +26,7 @@ from sora_proxy.store.sqlite import SQLiteStore
 __all__ = [
     "Claim",
     "ClaimResult",
+    "Intent",
     "Kind",
     "Order",
     "OwnedResource",

@@ -39,6 +39,25 @@ class OwnedResource:
 
 
 @dataclass(frozen=True)
+class Intent:
+    """A paid request about to be sent upstream, written before it is sent.
+
+    The store must accept it first: a store that cannot write stops the request before any
+    upstream spend (503), instead of after it, when the caller could never reach what was paid.
+
+    :param intent_id: a fresh random id.
+    :param owner: the caller's name.
+    :param route: the upstream path the request goes to (``/videos``, ``/videos/edits``...).
+    :param created_at: seconds since the epoch.
+    """
+
+    intent_id: str
+    owner: str
+    route: str
+    created_at: float
+
+
+@dataclass(frozen=True)
 class StoredResponse:
     """A complete small answer, kept to replay for a repeated idempotent request.
 
@@ -102,7 +121,7 @@ class Store(ABC):
 
     @abstractmethod
     def claim_idempotency_key(
-        self, scope: str, fingerprint: str, *, in_flight_ttl: float
+        self, scope: str, fingerprint: str, *, in_flight_ttl: float, token: str = ""
     ) -> ClaimResult:
         """Atomically claim ``scope`` (a hash of caller and Idempotency-Key) for a request.
 
@@ -111,6 +130,9 @@ class Store(ABC):
         :meth:`release_idempotency_key` comes first. REPLAY with the stored response when a
         finished record has the same ``fingerprint``; MISMATCH when it has another; IN_FLIGHT
         while a claim is held (whatever the fingerprint).
+
+        :param token: identifies this claim, so that a late release (replayed from the spool)
+            can only end the claim it was meant for, never a newer one.
         """
 
     @abstractmethod
@@ -120,8 +142,28 @@ class Store(ABC):
         """Store the response for ``scope``, kept ``ttl`` seconds (24 h in production)."""
 
     @abstractmethod
-    def release_idempotency_key(self, scope: str) -> None:
-        """Drop an in-flight claim (the request failed before reaching the upstream)."""
+    def release_idempotency_key(self, scope: str, token: str = "") -> None:
+        """Drop an in-flight claim (the request failed before reaching the upstream).
+
+        With a ``token``, only the claim made with that token is dropped.
+        """
+
+    @abstractmethod
+    def begin_intent(self, intent: Intent, *, ttl: float) -> None:
+        """Write ``intent`` (kept at most ``ttl`` seconds); raises 503 if the store cannot."""
+
+    @abstractmethod
+    def end_intent(self, intent_id: str) -> None:
+        """Drop an intent whose outcome is known (no-op if there is none)."""
+
+    @abstractmethod
+    def open_intents(self, *, older_than: float) -> int:
+        """How many intents older than ``older_than`` seconds were never ended: requests that
+        may have been paid for without a record (a worker died mid-request)."""
+
+    def warnings(self) -> list[str]:
+        """Problems that do not stop the store from working but lose data on a restart."""
+        return []
 
     @abstractmethod
     def ping(self) -> None:

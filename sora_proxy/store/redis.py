@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -18,6 +19,7 @@ from sora_proxy.errors import ServiceUnavailable
 from sora_proxy.store.base import (
     Claim,
     ClaimResult,
+    Intent,
     Kind,
     Order,
     OwnedResource,
@@ -37,13 +39,15 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return false
 """
 
-# Delete only a claim still in flight: a finished answer must survive a late release.
+# Delete only a claim still in flight (and, given a token, only that claim): a finished
+# answer, or a newer claim, must survive a late release.
 _RELEASE = """
 local current = redis.call('GET', KEYS[1])
-if current and cjson.decode(current)['state'] == 'in_flight' then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
+if not current then return 0 end
+local held = cjson.decode(current)
+if held['state'] ~= 'in_flight' then return 0 end
+if ARGV[1] ~= '' and held['token'] ~= ARGV[1] then return 0 end
+return redis.call('DEL', KEYS[1])
 """
 
 # Rank of `after` and the slice after it, read together so a concurrent write cannot shift them.
@@ -211,10 +215,12 @@ class RedisStore(Store):
         return found[:limit], len(ids) > limit
 
     def claim_idempotency_key(
-        self, scope: str, fingerprint: str, *, in_flight_ttl: float
+        self, scope: str, fingerprint: str, *, in_flight_ttl: float, token: str = ""
     ) -> ClaimResult:
         """Atomically claim ``scope`` with one Lua script (read-or-reserve)."""
-        claim = json.dumps({"fingerprint": fingerprint, "state": "in_flight", "response": None})
+        claim = json.dumps(
+            {"fingerprint": fingerprint, "state": "in_flight", "response": None, "token": token}
+        )
         with self._guard("claim_idempotency_key"):
             current = self._claim(keys=[self._idem(scope)], args=[claim, _ms(in_flight_ttl)])
         if current is None:
@@ -232,10 +238,58 @@ class RedisStore(Store):
         with self._guard("finish_idempotency_key"):
             self.client.set(self._idem(scope), data, px=_ms(ttl))
 
-    def release_idempotency_key(self, scope: str) -> None:
-        """Drop an in-flight claim; a finished record is left alone."""
+    def release_idempotency_key(self, scope: str, token: str = "") -> None:
+        """Drop an in-flight claim (only ``token``'s, when given); a finished record stays."""
         with self._guard("release_idempotency_key"):
-            self._release(keys=[self._idem(scope)])
+            self._release(keys=[self._idem(scope)], args=[token])
+
+    def begin_intent(self, intent: Intent, *, ttl: float) -> None:
+        """Write ``intent`` (details under ``intent:{id}``, its time in the ``intents`` set)."""
+        details = json.dumps({"owner": intent.owner, "route": intent.route,
+                              "created_at": intent.created_at})
+        with self._guard("begin_intent"):
+            pipe = self.client.pipeline()
+            pipe.set(f"{self.prefix}intent:{intent.intent_id}", details, px=_ms(ttl))
+            pipe.zadd(f"{self.prefix}intents", {intent.intent_id: intent.created_at})
+            pipe.zremrangebyscore(f"{self.prefix}intents", "-inf", intent.created_at - ttl)
+            pipe.execute()
+
+    def end_intent(self, intent_id: str) -> None:
+        """Drop an intent whose outcome is known."""
+        with self._guard("end_intent"):
+            pipe = self.client.pipeline()
+            pipe.delete(f"{self.prefix}intent:{intent_id}")
+            pipe.zrem(f"{self.prefix}intents", intent_id)
+            pipe.execute()
+
+    def open_intents(self, *, older_than: float) -> int:
+        """Intents older than ``older_than`` seconds that were never ended."""
+        with self._guard("open_intents"):
+            ids = self.client.zrangebyscore(
+                f"{self.prefix}intents", "-inf", time.time() - older_than
+            )
+            if not ids:
+                return 0
+            alive = self.client.exists(
+                *(f"{self.prefix}intent:{member.decode()}" for member in ids)
+            )
+        return int(alive)
+
+    def warnings(self) -> list[str]:
+        """A warning when this Redis keeps nothing across a restart (no AOF, no RDB saves).
+
+        ``CONFIG`` may be disabled on a managed Redis; then nothing can be said.
+        """
+        try:
+            config = self.client.config_get("appendonly") | self.client.config_get("save")
+        except redis.RedisError:
+            return []
+        if config.get("appendonly") == "no" and not str(config.get("save", "")).strip():
+            return [
+                "redis persistence is off (appendonly no, no save points): every ownership "
+                "record is lost when Redis restarts"
+            ]
+        return []
 
     def ping(self) -> None:
         """Raise :class:`~sora_proxy.errors.ServiceUnavailable` if Redis does not answer."""

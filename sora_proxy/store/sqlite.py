@@ -9,6 +9,7 @@ import os
 import sqlite3
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +19,7 @@ from sora_proxy.errors import ServiceUnavailable
 from sora_proxy.store.base import (
     Claim,
     ClaimResult,
+    Intent,
     Kind,
     Order,
     OwnedResource,
@@ -45,10 +47,24 @@ CREATE TABLE IF NOT EXISTS idempotency (
     fingerprint TEXT NOT NULL,
     state TEXT NOT NULL CHECK (state IN ('in_flight', 'done')),
     response TEXT,
-    expires_at REAL NOT NULL
+    expires_at REAL NOT NULL,
+    token TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS idempotency_by_expiry ON idempotency (expires_at);
+CREATE TABLE IF NOT EXISTS intents (
+    intent_id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    route TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL
+);
 """
+#: Columns added after the first release, for files made by it.
+_MIGRATIONS = (
+    ("idempotency", "token", "ALTER TABLE idempotency ADD COLUMN token TEXT NOT NULL DEFAULT ''"),
+)
+#: Seconds between two error lines about a deleted store file, per process.
+_MISSING_LOG_EVERY = 60.0
 
 _COLUMNS = "resource_id, owner, upstream, kind, created_at, last_object"
 
@@ -76,26 +92,44 @@ class SQLiteStore(Store):
         # Connections inherited across a fork are kept referenced, never used or closed:
         # closing one in the child could disturb the parent's locks on the file.
         self._inherited: list[sqlite3.Connection] = []
+        #: Once the file exists, it is never created again: a file deleted while running must
+        #: be noticed (503 and an error line), not silently replaced by an empty one.
+        self._created = False
+        self._missing_logged_at = -_MISSING_LOG_EVERY
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # Create the file and schema now, before any fork, so workers do not race to.
-            self._connect().close()
+            self._connect(create=True).close()
+            self._created = True
         except (OSError, sqlite3.Error) as error:
             log.warning("SQLite store %s not ready yet: %s", self.path, error)
 
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            self.path, timeout=self.timeout, isolation_level=None
-        )
+    def _connect(self, *, create: bool = False) -> sqlite3.Connection:
+        mode = "rwc" if create or not self._created else "rw"
+        uri = f"file:{urllib.parse.quote(str(self.path))}?mode={mode}"
+        conn = sqlite3.connect(uri, timeout=self.timeout, isolation_level=None, uri=True)
         try:
             conn.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.executescript(_SCHEMA)
+            for table, column, statement in _MIGRATIONS:
+                columns = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+                if column not in columns:
+                    conn.execute(statement)
         except BaseException:
             conn.close()
             raise
+        self._created = True
         return conn
+
+    def _identity(self) -> tuple[int, int] | None:
+        """The file's (device, inode), or ``None`` when nothing is at the path."""
+        try:
+            status = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return status.st_dev, status.st_ino
 
     def _conn(self) -> sqlite3.Connection:
         local = self._local
@@ -103,9 +137,29 @@ class SQLiteStore(Store):
             if getattr(local, "conn", None) is not None:
                 self._inherited.append(local.conn)
             local.conn, local.pid = None, os.getpid()
+        identity = self._identity() if self._created else None
+        if self._created and identity is None:
+            self._drop(local.conn)
+            self._file_missing()
+        if local.conn is not None and identity != getattr(local, "identity", None):
+            # The file was replaced (restored from a backup): leave the old, unlinked one.
+            self._drop(local.conn)
         if local.conn is None:
             local.conn = self._connect()
+            local.identity = self._identity()
         return local.conn
+
+    def _file_missing(self) -> None:
+        now = time.monotonic()
+        if now - self._missing_logged_at >= _MISSING_LOG_EVERY:
+            self._missing_logged_at = now
+            log.error(
+                "SQLite store file %s was deleted while the proxy runs; every request that "
+                "needs the store answers 503 until it is restored (records written since the "
+                "last backup are in the deleted file only)",
+                self.path,
+            )
+        raise ServiceUnavailable(UNAVAILABLE)
 
     @contextmanager
     def _db(self, operation: str) -> Iterator[sqlite3.Connection]:
@@ -191,7 +245,7 @@ class SQLiteStore(Store):
         return [_resource(row) for row in rows[:limit]], len(rows) > limit
 
     def claim_idempotency_key(
-        self, scope: str, fingerprint: str, *, in_flight_ttl: float
+        self, scope: str, fingerprint: str, *, in_flight_ttl: float, token: str = ""
     ) -> ClaimResult:
         """Atomically claim ``scope``: one ``BEGIN IMMEDIATE`` transaction, so one writer at a
         time across every thread and process sharing the file."""
@@ -206,13 +260,14 @@ class SQLiteStore(Store):
             if row is None:
                 db.execute(
                     "INSERT OR REPLACE INTO idempotency"
-                    " (scope, fingerprint, state, response, expires_at)"
-                    " VALUES (?, ?, 'in_flight', NULL, ?)",
-                    (scope, fingerprint, now + in_flight_ttl),
+                    " (scope, fingerprint, state, response, expires_at, token)"
+                    " VALUES (?, ?, 'in_flight', NULL, ?, ?)",
+                    (scope, fingerprint, now + in_flight_ttl, token),
                 )
             db.execute("COMMIT")
             if next(self._claims) % self.cleanup_every == 0:
                 db.execute("DELETE FROM idempotency WHERE expires_at <= ?", (now,))
+                db.execute("DELETE FROM intents WHERE expires_at <= ?", (now,))
         if row is None:
             return ClaimResult(Claim.NEW)
         stored_fingerprint, state, response = row
@@ -230,12 +285,39 @@ class SQLiteStore(Store):
                 (scope, fingerprint, json.dumps(encode_response(response)), time.time() + ttl),
             )
 
-    def release_idempotency_key(self, scope: str) -> None:
-        """Drop an in-flight claim; a finished record is left alone."""
+    def release_idempotency_key(self, scope: str, token: str = "") -> None:
+        """Drop an in-flight claim (only ``token``'s, when given); a finished record stays."""
+        query = "DELETE FROM idempotency WHERE scope = ? AND state = 'in_flight'"
+        params: tuple[str, ...] = (scope,)
+        if token:
+            query += " AND token = ?"
+            params = (scope, token)
         with self._db("release_idempotency_key") as db:
+            db.execute(query, params)
+
+    def begin_intent(self, intent: Intent, *, ttl: float) -> None:
+        """Write ``intent``; 503 if the file cannot take a write (full, read-only, gone)."""
+        with self._db("begin_intent") as db:
             db.execute(
-                "DELETE FROM idempotency WHERE scope = ? AND state = 'in_flight'", (scope,)
+                "INSERT OR REPLACE INTO intents (intent_id, owner, route, created_at, expires_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (intent.intent_id, intent.owner, intent.route, intent.created_at,
+                 intent.created_at + ttl),
             )
+
+    def end_intent(self, intent_id: str) -> None:
+        """Drop an intent whose outcome is known."""
+        with self._db("end_intent") as db:
+            db.execute("DELETE FROM intents WHERE intent_id = ?", (intent_id,))
+
+    def open_intents(self, *, older_than: float) -> int:
+        """Intents older than ``older_than`` seconds that were never ended."""
+        with self._db("open_intents") as db:
+            row = db.execute(
+                "SELECT count(*) FROM intents WHERE created_at < ? AND expires_at > ?",
+                (time.time() - older_than, time.time()),
+            ).fetchone()
+        return int(row[0])
 
     def ping(self) -> None:
         """Raise :class:`~sora_proxy.errors.ServiceUnavailable` if the file cannot be used."""
