@@ -23,24 +23,33 @@ class ReadinessProbe:
         self._lock = threading.Lock()
         self._checked_at = -READY_CACHE_SECONDS
         self._checks: dict[str, str] = {}
+        self._warnings: list[str] = []
 
-    def checks(self, state: Any) -> dict[str, str]:
-        """``{"store": "ok" | "unavailable", "upstream:<name>": "ok" | "unreachable"}``."""
+    def checks(self, state: Any) -> tuple[dict[str, str], list[str]]:
+        """``{"store": "ok" | "unavailable", "upstream:<name>": "ok" | "unreachable"}``, and
+        warnings that do not make the proxy unready (Redis without persistence, writes
+        waiting in the spool)."""
         with self._lock:
             if time.monotonic() - self._checked_at >= READY_CACHE_SECONDS:
-                self._checks = self._run(state)
+                self._checks, self._warnings = self._run(state)
                 self._checked_at = time.monotonic()
-            return dict(self._checks)
+            return dict(self._checks), list(self._warnings)
 
     @staticmethod
-    def _run(state: Any) -> dict[str, str]:
+    def _run(state: Any) -> tuple[dict[str, str], list[str]]:
         checks = {}
+        warnings: list[str] = []
         if state.store is not None:
             try:
                 state.store.ping()
                 checks["store"] = "ok"
+                warnings += state.store.warnings()
             except ProxyError:
                 checks["store"] = "unavailable"
+            pending = state.writes.pending()
+            if pending:
+                warnings.append(f"{pending} store write(s) wait in the spool to be replayed")
+                state.writes.ensure_replayer()
         for name, upstream in state.upstream.upstreams().items():
             try:
                 # Any HTTP answer (even 401 or 404) proves the upstream is there.
@@ -50,7 +59,7 @@ class ReadinessProbe:
                 checks[f"upstream:{name}"] = "ok"
             except requests.RequestException:
                 checks[f"upstream:{name}"] = "unreachable"
-        return checks
+        return checks, warnings
 
 
 def _json(data: dict[str, Any], status: int = 200) -> Response:
@@ -67,10 +76,12 @@ def healthz() -> Response:
 def readyz() -> Response:
     """Ready: the store and every upstream answer; 503 with the failing checks otherwise."""
     state = proxy_state()
-    checks = state.readiness.checks(state)
+    checks, warnings = state.readiness.checks(state)
     ready = all(value == "ok" for value in checks.values())
-    return _json({"status": "ok" if ready else "unavailable", "checks": checks},
-                 200 if ready else 503)
+    body: dict[str, Any] = {"status": "ok" if ready else "unavailable", "checks": checks}
+    if warnings:
+        body["warnings"] = warnings
+    return _json(body, 200 if ready else 503)
 
 
 def metrics() -> Response:
