@@ -14,6 +14,8 @@ from .extension import proxy_state
 
 #: Seconds a readiness verdict is reused: probes every second must not hammer the upstream.
 READY_CACHE_SECONDS = 5.0
+#: An intent older than this was never ended: its request's outcome may be unrecorded.
+STRANDED_INTENT_SECONDS = 3600.0
 
 
 class ReadinessProbe:
@@ -44,6 +46,12 @@ class ReadinessProbe:
                 state.store.ping()
                 checks["store"] = "ok"
                 warnings += state.store.warnings()
+                stranded = state.store.open_intents(older_than=STRANDED_INTENT_SECONDS)
+                if stranded:
+                    warnings.append(
+                        f"{stranded} paid request(s) started over an hour ago were never "
+                        "recorded (a worker died mid-request?); see the store's intents"
+                    )
             except ProxyError:
                 checks["store"] = "unavailable"
             pending = state.writes.pending()

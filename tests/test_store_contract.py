@@ -423,3 +423,75 @@ def test_store_file_is_created_before_workers_fork(tmp_path):
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     conn.close()
     assert os.path.getsize(store.path) > 0
+
+
+# -- intents, claim tokens, warnings ---------------------------------------------------------
+
+
+def test_intents_are_written_ended_and_counted_when_stranded(store):
+    from sora_proxy.store import Intent
+
+    now = time.time()
+    store.begin_intent(Intent("i-old", "alice", "/videos", now - 7200), ttl=86400)
+    store.begin_intent(Intent("i-new", "alice", "/videos", now), ttl=86400)
+    assert store.open_intents(older_than=3600) == 1
+    assert store.open_intents(older_than=0) == 2
+    store.end_intent("i-old")
+    store.end_intent("i-unknown")  # no-op
+    assert store.open_intents(older_than=3600) == 0
+    assert store.open_intents(older_than=0) == 1
+
+
+def test_release_with_a_token_ends_only_its_own_claim(store):
+    assert store.claim_idempotency_key("s", "fp", in_flight_ttl=30, token="t1").claim is Claim.NEW
+    store.release_idempotency_key("s", "t-other")
+    assert store.claim_idempotency_key("s", "fp", in_flight_ttl=30, token="t2").claim is Claim.IN_FLIGHT
+    store.release_idempotency_key("s", "t1")
+    assert store.claim_idempotency_key("s", "fp", in_flight_ttl=30, token="t3").claim is Claim.NEW
+    store.finish_idempotency_key("s", "fp", RESPONSE, ttl=60)
+    store.release_idempotency_key("s", "t3")  # too late: the answer stays
+    assert store.claim_idempotency_key("s", "fp", in_flight_ttl=30).claim is Claim.REPLAY
+
+
+def test_redis_without_persistence_is_warned_about(redis_server):
+    store = open_store(redis_server.url)  # the test server runs with --save "" --appendonly no
+    (warning,) = store.warnings()
+    assert "persistence is off" in warning
+    store.client.config_set("appendonly", "yes")
+    try:
+        assert store.warnings() == []
+    finally:
+        store.client.config_set("appendonly", "no")
+
+
+def test_sqlite_file_deleted_while_running_is_503_and_logged(tmp_path, caplog):
+    caplog.set_level(logging.ERROR, "sora_proxy.store")
+    path = tmp_path / "store.sqlite3"
+    store = open_store(f"sqlite:///{path}")
+    store.record(video("video_1"))
+    for leftover in tmp_path.iterdir():
+        leftover.unlink()
+    with pytest.raises(ServiceUnavailable):
+        store.record(video("video_2"))
+    with pytest.raises(ServiceUnavailable):
+        store.ping()
+    assert not path.exists()  # no new, empty file written in its place
+    assert any("was deleted while the proxy runs" in r.getMessage() for r in caplog.records)
+
+
+def test_sqlite_file_replaced_by_a_restore_is_reopened(tmp_path):
+    path = tmp_path / "store.sqlite3"
+    store = open_store(f"sqlite:///{path}")
+    store.record(video("video_1"))
+    backup = tmp_path / "backup.sqlite3"
+    source = sqlite3.connect(path)
+    target = sqlite3.connect(backup)
+    source.backup(target)
+    source.close()
+    target.close()
+    store.record(video("video_2"))  # written after the backup
+    for suffix in ("", "-wal", "-shm"):
+        (tmp_path / f"store.sqlite3{suffix}").unlink(missing_ok=True)
+    backup.rename(path)
+    assert store.get("video_1") is not None
+    assert store.get("video_2") is None  # the restored file, not the unlinked one

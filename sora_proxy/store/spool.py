@@ -10,6 +10,7 @@ twice (two workers racing) is harmless.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -51,7 +52,8 @@ class Spool:
             os.rename(temporary, self.directory / (name + _SUFFIX))
             _fsync_directory(self.directory)
         except OSError as error:
-            temporary.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                temporary.unlink(missing_ok=True)
             log.error("spool %s cannot keep a write (%s)", self.directory, error.strerror)
             return False
         return True
