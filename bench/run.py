@@ -33,6 +33,7 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(BENCH.parent))
+sys.path.insert(0, str(BENCH.parent / "tests"))  # videos.py: the upload's whole MP4
 
 import report  # noqa: E402
 import systems  # noqa: E402

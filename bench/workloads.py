@@ -21,6 +21,7 @@ from load import MIB, Timed, Transfer, download, run_wrk, timed_posts, upload
 from PIL import Image
 from rss import Sampler
 from systems import System
+from videos import mp4_head
 
 from sora_proxy.simulator.media import load as load_asset
 
@@ -195,9 +196,13 @@ def download_content(system: System, video_id: str, plan: Plan) -> Figures:
 
 
 def upload_video(system: System, plan: Plan) -> Figures:
-    """``POST /v1/videos/edits`` of a video made of the simulator's real MP4, repeated."""
+    """``POST /v1/videos/edits`` of a whole ``plan.upload_bytes`` MP4: the simulator's sample
+    with one ``mdat`` running to the last byte (the proxy walks the container to its end)."""
     mp4, _, _ = load_asset("video")
-    block = (mp4 * (MIB // len(mp4) + 1))[:MIB]
+    # The upload repeats one block from its first byte; the block's head makes the file's
+    # ``mdat`` run to its last byte, so the copies after it are media data.
+    head = mp4_head(plan.upload_bytes)
+    block = (head + mp4 * (MIB // len(mp4) + 1))[:MIB]
     # LiteLLM routes an uploaded video by `model` (without it, it calls api.openai.com);
     # the others get what the openai SDK sends: prompt and video.
     fields = {"prompt": "Make it snow"}

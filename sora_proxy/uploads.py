@@ -3,9 +3,10 @@
 A multipart body for ``edits``, ``extensions`` or ``characters`` needs no rewriting, so its bytes
 go upstream unchanged while a streaming multipart decoder watches them pass. The text parts
 before the video and the video's first bytes are checked *before* the upstream is contacted;
-the rest is checked on the way, and the body's last chunk is held back until the whole body
-has been seen and found valid, so the upstream never receives a complete request that the
-proxy would have refused.
+the rest is checked on the way (the video's container structure by
+:class:`~sora_proxy.containers.ContainerWalker`), and the body's last chunk is held back until
+the whole body has been seen and found valid, so the upstream never receives a complete
+request that the proxy would have refused.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from werkzeug.sansio.multipart import (
 )
 
 from .bodies import nest_form_fields
+from .containers import ContainerWalker, checked_video_chunks, sniff_video_type
 from .errors import InvalidRequest, PayloadTooLarge
 from .idempotency import fingerprint as request_fingerprint
 
@@ -38,14 +40,13 @@ MAX_TEXT_BYTES = 1024 * 1024
 #: Bytes of the video needed to recognise its container.
 SNIFF_BYTES = 16
 
-
-def sniff_video_type(head: bytes) -> str | None:
-    """The MIME type of a video by its first bytes: MP4, QuickTime or WebM, else ``None``."""
-    if len(head) >= 12 and head[4:8] == b"ftyp":
-        return "video/quicktime" if head[8:10] == b"qt" else "video/mp4"
-    if head.startswith(b"\x1a\x45\xdf\xa3"):
-        return "video/webm"
-    return None
+__all__ = [
+    "StreamedUpload",
+    "UploadHead",
+    "checked_video_chunks",
+    "multipart_stream",
+    "sniff_video_type",
+]
 
 
 @dataclass
@@ -64,6 +65,7 @@ class _Inspector:
 
     boundary: bytes
     file_param: str
+    max_file_bytes: int | None = None
     decoder: MultipartDecoder = field(init=False)
     text: list[tuple[str, str]] = field(default_factory=list)
     current: Field | File | None = None
@@ -72,6 +74,7 @@ class _Inspector:
     file_name: str | None = None
     file_head: bytearray = field(default_factory=bytearray)
     file_digest: Any = field(default_factory=hashlib.sha256)
+    walker: ContainerWalker | None = None
     finished: bool = False
 
     def __post_init__(self) -> None:
@@ -104,6 +107,7 @@ class _Inspector:
                         param=event.name or self.file_param,
                     )
                 self.file_name = event.filename or self.file_param
+                self.walker = ContainerWalker(self.file_param, self.max_file_bytes)
                 self.current = event
             elif isinstance(event, Field):
                 if not event.name:
@@ -120,6 +124,12 @@ class _Inspector:
             if len(self.file_head) < SNIFF_BYTES:
                 self.file_head += event.data[: SNIFF_BYTES - len(self.file_head)]
             self.file_digest.update(event.data)
+            assert self.walker is not None
+            self.walker.feed(event.data)
+            if not event.more_data:
+                # The file's end is seen while reading the body's last chunk(s), which are
+                # still held back: refusing here leaves the upstream an incomplete request.
+                self.walker.finish()
             return
         self.text_bytes += len(event.data)
         if self.text_bytes > MAX_TEXT_BYTES:
@@ -168,7 +178,9 @@ class StreamedUpload:
         self._stream = stream
         self._max_bytes = max_bytes
         self._read_total = 0
-        self._inspector = _Inspector(boundary.encode("latin-1"), file_param)
+        # The file is part of the body, so it is at most as long as the body may be.
+        max_file_bytes = max_bytes if content_length is None else content_length
+        self._inspector = _Inspector(boundary.encode("latin-1"), file_param, max_file_bytes)
         self._prefix: list[bytes] = []
         self._reads = self._inspected_reads()
 

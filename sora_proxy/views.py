@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterator
 from contextlib import ExitStack
 from typing import Any
 
@@ -54,7 +53,7 @@ from .schemas import (
 from .settings import MIB
 from .sizing import DEFAULT_MODEL
 from .streaming import read_answer
-from .uploads import StreamedUpload, multipart_stream, sniff_video_type
+from .uploads import StreamedUpload, checked_video_chunks, multipart_stream, sniff_video_type
 from .upstreams import Upstream
 
 #: Cap on small JSON bodies (remix, edits by id): a 32000-character prompt and some slack.
@@ -279,14 +278,14 @@ def create_character_from_url() -> Response:
                 param="character_url",
                 code="invalid_video",
             )
-
-        def file_chunks() -> Iterator[bytes]:
-            yield first
-            yield from chunks
-
+        # Walked as it streams; the last chunk waits until the whole file proved a video.
+        file_chunks = checked_video_chunks(
+            first, chunks, param="character_url",
+            max_size=fetched.content_length or settings.max_video_bytes,
+        )
         filename = f"character.{_VIDEO_EXTENSIONS[video_type]}"
         content, content_type = multipart_stream(
-            text, "video", filename, video_type, file_chunks(), fetched.content_length
+            text, "video", filename, video_type, file_chunks, fetched.content_length
         )
         # Sent while the fetch is open: the fetched body streams into the upstream request.
         return dispatch_to(upstream, path, caller, content, content_type)(stack, key)

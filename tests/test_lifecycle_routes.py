@@ -7,11 +7,12 @@ import json
 
 import pytest
 from test_create_validation import assert_error
+from videos import mp4_head, webm
 
 from sora_proxy.simulator.media import load as load_asset
 
 MP4, _, _ = load_asset("video")
-WEBM = b"\x1a\x45\xdf\xa3" + b"\x00" * 64
+WEBM = webm()
 
 
 def completed(client, upstream):
@@ -221,7 +222,8 @@ def test_random_video_bytes_of_any_length_stream_through(client, upstream, size,
     # multipart decoder holds bytes back; every such upload must still pass untouched.
     import random
 
-    video = MP4[:32] + random.Random(seed).randbytes(size - 32)
+    head = mp4_head(size)  # a whole MP4 whose media data is the random bytes
+    video = head + random.Random(seed).randbytes(size - len(head))
     response = edit(client, prompt="x", model="sora-2", seconds="4",
                     video=(io.BytesIO(video), "v.mp4", "video/mp4"))
     assert response.status_code == 200, response.get_json()
