@@ -1,27 +1,40 @@
 # sora_proxy: `make serve` runs the proxy (against the built-in simulator unless
 # SORA_PROXY_UPSTREAM_URL is set); `make test` runs lint and the whole test suite.
-# Both create .venv and install everything on first use.
+# Both create .venv on first use; serve installs only what serving needs, test adds the
+# test and dev extras. Each install has its own stamp, redone when the packaging changes.
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+PIP    := $(BIN)/python -m pip install --disable-pip-version-check
+SERVE_STAMP := $(VENV)/.installed-serve
+TEST_STAMP  := $(VENV)/.installed-test
 
 .PHONY: serve test lint clean
 
-$(STAMP): setup.cfg pyproject.toml
+$(BIN)/python:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
 	  echo "make: python3 -m venv failed; installing Debian's python3-venv"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv \
 	  && $(PYTHON) -m venv $(VENV); }
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test,dev]'
-	@touch $(STAMP)
+	@$(PIP) -q --upgrade pip
 
-serve: $(STAMP)
+# -qq: pip shows build-backend warnings even with -q, and setuptools always explains that an
+# install is editable; serving needs none of that (errors still show).
+$(SERVE_STAMP): setup.cfg pyproject.toml | $(BIN)/python
+	@echo "make: installing sora_proxy into $(VENV)"
+	@$(PIP) -qq -e .
+	@touch $@
+
+$(TEST_STAMP): setup.cfg pyproject.toml | $(BIN)/python
+	@echo "make: installing sora_proxy with its test and dev extras into $(VENV)"
+	@$(PIP) -q -e '.[test,dev]'
+	@touch $@ $(SERVE_STAMP)
+
+serve: $(SERVE_STAMP)
 	$(BIN)/sora-proxy serve
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(BIN)/ruff check sora_proxy tests wsgi.py config bench examples
 
 test: lint
@@ -35,6 +48,6 @@ clean:
 # matplotlib), then run sora_proxy, nginx and LiteLLM side by side on 127.0.0.1 and write
 # bench/results/latest.{md,png,json}. BENCH_ARGS=--quick for a short smoke run.
 .PHONY: bench
-bench: $(STAMP)
+bench: $(TEST_STAMP)
 	bash bench/install.sh
 	$(BIN)/python bench/run.py $(BENCH_ARGS)

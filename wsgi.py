@@ -1,14 +1,9 @@
 """WSGI entry point: ``gunicorn -c config/gunicorn.conf.py wsgi:app``.
 
-A bad ``SORA_PROXY_*`` setting ends start-up with one line naming the key, not a traceback.
+A bad ``SORA_PROXY_*`` setting ends start-up with one line naming the key (exit status 2),
+not a traceback: see :mod:`sora_proxy.wsgi_entry`.
 """
 
-import sys
+from sora_proxy.wsgi_entry import app
 
-from sora_proxy import ConfigError, create_app
-
-try:
-    app = create_app()
-except ConfigError as error:
-    print(f"sora-proxy: configuration error: {error}", file=sys.stderr)
-    raise SystemExit(2) from None
+__all__ = ["app"]

@@ -3,11 +3,12 @@
 Its users are the proxy's callers: whoever is logged in owns the videos they create, and
 sees only those. The upstream key stays on the server; the browser only holds its session.
 
-Run it::
+Run it from the repository root (``.venv/bin/sora-proxy simulator`` in another terminal
+serves a local upstream at http://127.0.0.1:8001/v1 for trying it with no account)::
 
-    SORA_PROXY_UPSTREAM_URL=https://api.openai.com/v1 SORA_PROXY_UPSTREAM_API_KEY=sk-... \\
-    FLASK_SECRET_KEY=$(python -c 'import secrets; print(secrets.token_hex(32))') \\
-    gunicorn -c config/gunicorn.conf.py 'examples.host_app:create_host_app()'
+    SORA_PROXY_UPSTREAM_URL=http://127.0.0.1:8001/v1 SORA_PROXY_UPSTREAM_API_KEY=sk-... \\
+    FLASK_SECRET_KEY=$(python3 -c 'import secrets; print(secrets.token_hex(32))') \\
+    .venv/bin/gunicorn -c config/gunicorn.conf.py 'examples.host_app:gunicorn_app()'
 
 then log in at ``/login`` (ann / wonderland) and ``POST /ai/v1/videos`` with the session
 cookie. With ``FLASK_SECRET_KEY`` unset each worker makes its own random key, so a session
@@ -16,6 +17,7 @@ only works on the worker that made it: set it for more than one worker.
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Mapping
 from typing import Any
@@ -25,6 +27,7 @@ from markupsafe import escape
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from sora_proxy import SoraProxy
+from sora_proxy.preflight import app_or_exit
 from sora_proxy.settings import environment_config
 
 # A stand-in for the host's real user database.
@@ -98,5 +101,10 @@ def create_host_app(config: Mapping[str, Any] | None = None) -> Flask:
     return app
 
 
+def gunicorn_app() -> Flask:
+    """The host app as gunicorn loads it: a bad setting is one line and exit status 2."""
+    return app_or_exit(create_host_app, os.environ)
+
+
 if __name__ == "__main__":
-    create_host_app().run(debug=True)
+    gunicorn_app().run(debug=True)

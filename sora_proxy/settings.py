@@ -244,3 +244,16 @@ def environment_config(environ: Mapping[str, str] | None = None) -> dict[str, st
     """The ``SORA_PROXY_*`` variables of the environment, as config entries."""
     source = os.environ if environ is None else environ
     return {name: value for name, value in source.items() if name.startswith(PREFIX)}
+
+
+def known_setting_names() -> frozenset[str]:
+    """Every ``SORA_PROXY_*`` name :func:`load_settings` reads, derived from :class:`Settings`.
+
+    One name per dataclass field (a field added there is known here at once), plus
+    ``SORA_PROXY_API_KEYS_FILE``, which feeds the ``api_keys`` field.
+    """
+    from dataclasses import fields
+
+    return frozenset({PREFIX + field.name.upper() for field in fields(Settings)}) | {
+        PREFIX + "API_KEYS_FILE"
+    }

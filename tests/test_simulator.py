@@ -977,6 +977,26 @@ def test_remix_poll_header_and_source(sim: SimulatorServer) -> None:
     assert missing.status_code == 404
 
 
+def test_remix_of_an_extended_video(sim: SimulatorServer) -> None:
+    # An extension's seconds is the stitched total ("16"), which no create may ask for; the
+    # remix caller sends only a prompt, so nothing about seconds may be refused.
+    source = completed(sim, seconds="8", size="1280x720")
+    extended = requests.post(
+        f"{sim.base_url}/videos/extensions",
+        json={"video": {"id": source["id"]}, "prompt": "and on", "seconds": "8"},
+    ).json()
+    assert extended["seconds"] == "16"
+    sim.state.complete(extended["id"])
+    for send in ({"json": {"prompt": "at night"}}, {"files": {"prompt": (None, "at night")}}):
+        response = requests.post(f"{sim.base_url}/videos/{extended['id']}/remix", **send)
+        assert response.status_code == 200, response.text
+        remix = response.json()
+        assert (remix["seconds"], remix["size"], remix["model"]) == ("16", "1280x720", "sora-2")
+        assert remix["remixed_from_video_id"] == extended["id"]
+    missing = requests.post(f"{sim.base_url}/videos/{extended['id']}/remix", json={})
+    assert_error(missing, 400, "Missing required parameter: 'prompt'.", "prompt")
+
+
 def test_request_id_on_every_response(sim: SimulatorServer) -> None:
     video = completed(sim)
     content = f"{sim.base_url}/videos/{video['id']}/content"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import os
 import secrets
 
 from flask import Flask, Response, current_app, request
@@ -13,6 +14,10 @@ from . import content, edits, views
 from .recording import RecordingMiddleware
 from .state import SimulatorState
 from .validation import SimError
+
+#: Answers which process serves this simulator, so ``sora-proxy serve`` can tell the
+#: simulator it started from another program that happens to hold the port.
+IDENTITY_PATH = "/_simulator/identity"
 
 
 def create_simulator_app(
@@ -51,6 +56,7 @@ def create_simulator_app(
     app.before_request(_authenticate)
     for blueprint in (views.bp, content.bp, edits.bp):
         app.register_blueprint(blueprint)
+    app.add_url_rule(IDENTITY_PATH, "sora_simulator_identity", _identity)
     app.register_error_handler(SimError, _render_sim_error)
     app.register_error_handler(HTTPException, _render_http_error)
     app.after_request(_add_request_id)
@@ -79,6 +85,11 @@ def _authenticate() -> None:
         raise SimError(401, message, code="invalid_api_key")
     if not hmac.compare_digest(presented.encode(), expected.encode()):
         raise SimError(401, "Incorrect API key provided.", code="invalid_api_key")
+
+
+def _identity() -> dict[str, object]:
+    """This simulator's identity: what it is and which process answers."""
+    return {"object": "sora_simulator", "pid": os.getpid()}
 
 
 def _render_sim_error(error: SimError) -> tuple[dict[str, object], int, dict[str, str]]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import socket
+import sys
 import threading
 from collections.abc import Sequence
 from types import TracebackType
@@ -40,7 +42,7 @@ class _QuietRequestHandler(SimulatorRequestHandler):
     """Werkzeug's handler without the one-line-per-request access log (errors still log)."""
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        """Log nothing: test output stays readable."""
+        """Log nothing: test output, and the proxy's own log under ``serve``, stay readable."""
 
 
 class SimulatorServer:
@@ -137,15 +139,28 @@ def main(argv: Sequence[str] | None = None) -> None:
         default=1.0,
         help="a video is queued 1 step, in progress 2, then completed (default 1.0)",
     )
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no access line per request (errors are still logged)",
+    )
     args = parser.parse_args(argv)
     app = create_simulator_app(
         api_key=args.api_key,
         seconds_per_step=args.seconds_per_step,
         auth_header=args.auth_header,
     )
-    server = make_server(
-        args.host, args.port, app, threaded=True, request_handler=SimulatorRequestHandler
-    )
+    handler = _QuietRequestHandler if args.quiet else SimulatorRequestHandler
+    try:
+        _probe(args.host, args.port)
+        server = make_server(args.host, args.port, app, threaded=True, request_handler=handler)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        print(
+            f"sora simulator: cannot listen on {args.host}:{args.port}: {reason}",
+            file=sys.stderr,
+        )
+        raise SystemExit(1) from None
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(f"sora simulator listening on http://{host}:{server.server_port}/v1", flush=True)
     try:
@@ -154,3 +169,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         pass
     finally:
         server.server_close()
+
+
+def _probe(host: str, port: int) -> None:
+    """Bind ``host:port`` once and let go, raising its OSError: werkzeug would answer a taken
+    port with two lines of its own and exit, without saying which address it tried."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))

@@ -145,13 +145,14 @@ class SimulatorState:
 
     def add_character(self, name: str) -> dict[str, Any]:
         """Store and return a new character ``{id, name, created_at}``."""
-        character = {
-            "id": f"char_{secrets.token_hex(16)}",
+        character_id = f"char_{secrets.token_hex(16)}"
+        character: dict[str, Any] = {
+            "id": character_id,
             "name": name,
             "created_at": int(time.time()),
         }
         with self.lock:
-            self.characters[character["id"]] = character
+            self.characters[character_id] = character
         return dict(character)
 
     def get_character(self, character_id: str) -> dict[str, Any] | None:

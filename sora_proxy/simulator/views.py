@@ -16,7 +16,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from .state import SimulatorState
-from .validation import SimError, check_json, check_multipart
+from .validation import SimError, check_json, check_multipart, check_prompt
 
 bp = Blueprint("sora_simulator", __name__, url_prefix="/v1")
 
@@ -114,13 +114,22 @@ def create_video() -> Response:
 
 @bp.post("/videos/<video_id>/remix")
 def remix_video(video_id: str) -> Response:
-    """Create a new video from a completed one and a new prompt (JSON ``{prompt}``)."""
+    """Create a new video from a completed one and a new prompt (JSON ``{prompt}``).
+
+    Only ``prompt`` is the caller's; model, size and seconds are the source's, taken as they
+    are: an extended source's ``seconds`` is a stitched total such as ``"16"``, which no create
+    could ask for, and the caller never sent it.
+    """
     source = completed_source(video_id, "video_id", "remixed")
     body = json_body() if request.mimetype == "application/json" else request.form.to_dict()
     fields = body if isinstance(body, dict) else {}
-    checked = check_json({**fields, **{k: source[k] for k in ("model", "size", "seconds")}})
+    prompt = check_prompt(fields.get("prompt"))
     return new_video(
-        checked.prompt, checked.model, checked.size, checked.seconds, remixed_from_video_id=video_id
+        prompt,
+        str(source["model"]),
+        str(source["size"]),
+        str(source["seconds"]),
+        remixed_from_video_id=video_id,
     )
 
 
