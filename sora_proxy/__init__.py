@@ -20,6 +20,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from .auth import AuthenticateCallback, Authenticator
 from .errors import ConfigError
 from .extension import EXTENSION_KEY
+from .imagework import set_image_concurrency
 from .observability import configure_standalone_logging
 from .relay import ProxyState, create_blueprint
 from .settings import environment_config, load_settings
@@ -51,6 +52,8 @@ class SoraProxy:
         :raises ConfigError: a ``SORA_PROXY_*`` setting is missing or invalid.
         """
         settings = load_settings(app.config, has_authenticate=self._authenticate is not None)
+        # Per process: with two proxy apps in one process, the last one's setting holds.
+        set_image_concurrency(settings.image_concurrency)
         authenticator = Authenticator(settings, self._authenticate)
         catalog = load_catalog(settings)
         refuse_open_relay(

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from flask import Request
+from flask import Request, g
 from werkzeug.datastructures import FileStorage
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.sansio.multipart import (
@@ -39,6 +39,8 @@ MAX_DEPTH = 32
 #: Bytes read from the client per step.
 READ_SIZE = 64 * 1024
 MIB = 1024 * 1024
+#: Bodies from this size up have their freed memory handed back when the request ends.
+LARGE_BODY_BYTES = MIB
 
 
 @dataclass
@@ -125,12 +127,18 @@ class ClientStream:
         return read_client_bytes(self._stream, size, max_bytes=self._max_bytes)
 
 
-def _read_all(request: Request) -> bytes:
+def _read_all(request: Request) -> bytes | bytearray:
+    """The whole (capped) body, in one buffer: a 28 MB create body is not held twice."""
     stream = request.stream
-    parts = []
-    while chunk := read_client_bytes(stream, READ_SIZE, max_bytes=request.max_content_length):
-        parts.append(chunk)
-    return b"".join(parts)
+    cap = request.max_content_length
+    body = bytearray()
+    step = request.content_length or READ_SIZE
+    while chunk := read_client_bytes(stream, step, max_bytes=cap):
+        body += chunk
+        step = READ_SIZE
+    if len(body) >= LARGE_BODY_BYTES:
+        g.sora_proxy_large_body = True
+    return body
 
 
 def _read_json_object(request: Request) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,9 +86,7 @@ class CreatePlan:
                     "This upstream takes JSON bodies; extra file parts cannot be sent.",
                     param=self.extra_files[0][0],
                 )
-            encoded = base64.b64encode(self.image.data).decode("ascii")
-            fields[REFERENCE_PARAM] = {"image_url": f"data:{self.image.mime_type};base64,{encoded}"}
-            return _json_body(fields)
+            return _json_with_image(fields, self.image)
         parts: list[Any] = [(name, form_text(value)) for name, value in fields.items()]
         if self.image is not None:
             parts.append(
@@ -100,6 +99,18 @@ class CreatePlan:
 
 def _json_body(fields: dict[str, Any]) -> UpstreamBody:
     return UpstreamBody(json.dumps(fields).encode("utf-8"), "application/json")
+
+
+def _json_with_image(fields: dict[str, Any], image: ReferenceImage) -> UpstreamBody:
+    """The JSON form with the image as a data URI, its base64 spliced in as bytes (the
+    reference may be 27 MB of base64: one copy, not the five a str round trip makes)."""
+    # A random stand-in, last in the body (the reference is the last field added).
+    slot = f"sora-proxy-image-{secrets.token_hex(16)}"
+    fields[REFERENCE_PARAM] = {"image_url": slot}
+    head, tail = json.dumps(fields).encode("utf-8").rsplit(slot.encode("ascii"), 1)
+    uri = f"data:{image.mime_type};base64,".encode("ascii")
+    return UpstreamBody(b"".join((head, uri, base64.b64encode(image.data), tail)),
+                        "application/json")
 
 
 def fetch_policy(settings: Settings, *, video: bool = False) -> FetchPolicy:
@@ -144,7 +155,7 @@ def plan_create(
     size = decide_size(
         model, route.sizes, params.get("size"), output_config, image.size if image else None
     )
-    if image is not None and size is not None:
+    if image is not None:
         image = fit_image(image, size, settings.reference_fit)
 
     fields: dict[str, Any] = {name: params[name] for name in _ORDERED if name in params}

@@ -3,51 +3,84 @@
 Accepted forms: an http(s) URL, raw base64, a ``data:`` URI, an object ``{"image_url": ...}``
 (whose value may itself be any of the string forms, or ``{"url": ...}``), an object
 ``{"file_id": ...}``, and a multipart file part. Whatever the form, the image is identified by
-its bytes (PNG, JPEG or WebP), never by a declared type or filename, and decoded with Pillow
-so that a truncated or disguised file is refused before any upstream spend.
+its bytes (PNG, JPEG or WebP), never by a declared type or filename, and checked whole so that
+a truncated or disguised file is refused before any upstream spend.
+
+Only as much work is done as the upstream needs: the header gives the size and what decoding
+would cost (an image over :data:`MAX_PIXELS` or :data:`~.imagework.MAX_DECODE_BYTES` is
+refused before any decoding); an upright image of the right size is checked without keeping
+its pixels (PNG: every chunk's CRC; JPEG: decoded at 1/8 scale; WebP: decoded) and sent byte
+for byte; only an image that must be fitted is decoded (see :mod:`.imagework`) and re-encoded.
 """
 
 from __future__ import annotations
 
-import base64
 import binascii
-import io
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
-from .errors import InvalidRequest, PayloadTooLarge
+from . import imagework
+from .errors import InvalidRequest
 from .fetch import FetchPolicy, fetch_bytes
+from .imageinfo import (
+    SWAPPING_ORIENTATIONS,
+    BadImage,
+    ImageInfo,
+    check_png_chunks,
+    orientation,
+    read_info,
+)
+from .inline import decode_base64, decode_data_uri, too_large
 from .sizing import VideoSize
 
+T = TypeVar("T")
+
 PARAM = "input_reference"
-#: Largest decoded frame accepted; guards Pillow against decompression bombs without
-#: touching its process-wide ``MAX_IMAGE_PIXELS`` (the host app owns that).
+#: Largest frame accepted, in pixels, whatever its cost to decode; guards Pillow against
+#: decompression bombs without touching its process-wide ``MAX_IMAGE_PIXELS`` (the host app
+#: owns that).
 MAX_PIXELS = 40_000_000
+_MIB = 1024 * 1024
 _MIME_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 _PIL_FORMATS = {"image/png": "PNG", "image/jpeg": "JPEG", "image/webp": "WEBP"}
 _FILE_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
-_DATA_URI = re.compile(r"^data:(?P<type>[^;,]*)(?P<params>(?:;[^;,]*)*),(?P<data>.*)$", re.DOTALL)
+#: A host (name or IPv4) and maybe a port, then a path or nothing: a URL without its scheme.
+_HOST_FIRST = re.compile(r"^(?:localhost|[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)(?::\d+)?(?:[/?#]|$)")
+_DECODE_ERRORS = (BadImage, UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError)
 
 
 @dataclass(frozen=True)
 class ReferenceImage:
-    """A reference image as it will be sent upstream: bytes, their true type and pixel size."""
+    """A reference image as it will be sent upstream: bytes, their true type and pixel size.
+
+    :param size: the pixel size as displayed (after the EXIF orientation).
+    :param orientation: the EXIF orientation, 1 (upright as stored) to 8.
+    :param info: the header, for images not yet decoded.
+    :param verified: the whole file has been checked (decoded, or every PNG chunk's CRC).
+    :param param: the request field it came from, named in errors found later.
+    """
 
     data: bytes
     mime_type: str
     size: VideoSize
-    #: True when the pixels are stored rotated (EXIF orientation) and must be re-encoded.
-    needs_transpose: bool = False
-    #: The decoded image, kept so fitting does not decode it a second time.
-    pixels: Image.Image | None = field(default=None, compare=False, repr=False)
+    orientation: int = 1
+    info: ImageInfo | None = field(default=None, compare=False, repr=False)
+    verified: bool = False
+    param: str = field(default=PARAM, compare=False, repr=False)
 
     @property
     def filename(self) -> str:
         """``reference.png|jpg|webp``: the part name the upstream is sent."""
         return f"reference.{_MIME_EXTENSIONS[self.mime_type]}"
+
+    @property
+    def needs_transpose(self) -> bool:
+        """True when the pixels are stored rotated or mirrored and must be re-encoded."""
+        return self.orientation != 1
 
 
 @dataclass(frozen=True)
@@ -72,74 +105,44 @@ def sniff_image_type(data: bytes) -> str | None:
 
 
 def load_image(data: bytes, *, param: str = PARAM) -> ReferenceImage:
-    """Check that ``data`` is a whole PNG, JPEG or WebP image and read its pixel size."""
+    """Read the header of a PNG, JPEG or WebP image: its type, pixel size and orientation.
+
+    No pixel is decoded here; a PNG's chunks are checked through IEND. :func:`fit_image`
+    checks (or decodes) the rest.
+
+    :raises InvalidRequest: not one of the three types (``invalid_image``), a malformed
+        header, or more than :data:`MAX_PIXELS` (``image_too_large``).
+    """
     mime_type = sniff_image_type(data)
     if mime_type is None:
         raise InvalidRequest(
             f"{param} is not a PNG, JPEG or WebP image.", param=param, code="invalid_image"
         )
     try:
-        # Opening reads only the header, so the pixel cap is checked before any decoding.
-        # (Pillow's own bomb check raises past twice its process-wide limit; warnings.filter
-        # is not used to tighten it: that is global state, shared by every request thread.)
-        image = Image.open(io.BytesIO(data), formats=[_PIL_FORMATS[mime_type]])
-        width, height = image.size
-        if width * height > MAX_PIXELS:
+        info = read_info(data, _PIL_FORMATS[mime_type])
+        if info.pixels > MAX_PIXELS:
             raise InvalidRequest(
-                f"{param} is {width}x{height}, more than {MAX_PIXELS} pixels.",
+                f"{param} is {info.width}x{info.height} pixels ({info.pixels / 1e6:,.0f} "
+                f"megapixels), more than the {MAX_PIXELS / 1e6:.0f}-megapixel limit for a "
+                "reference image.",
                 param=param,
-                code="invalid_image",
+                code="image_too_large",
             )
-        orientation = image.getexif().get(0x0112, 1)
-        image.load()
-    except InvalidRequest:
-        raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-        raise InvalidRequest(
-            f"{param} could not be decoded as an image; it may be truncated or corrupt.",
-            param=param,
-            code="invalid_image",
-        ) from None
-    rotated = orientation in (5, 6, 7, 8)
-    size = VideoSize(height, width) if rotated else VideoSize(width, height)
-    return ReferenceImage(
-        data, mime_type, size, needs_transpose=orientation not in (None, 1), pixels=image
-    )
-
-
-def decode_base64(text: str, *, max_bytes: int, param: str = PARAM) -> bytes:
-    """Decode standard or URL-safe base64, tolerating whitespace and missing padding."""
-    compact = "".join(text.split())
-    if len(compact) * 3 // 4 > max_bytes + 3:
-        raise _too_large(param, max_bytes)
-    compact = compact.replace("-", "+").replace("_", "/")
-    compact += "=" * (-len(compact) % 4)
-    try:
-        data = base64.b64decode(compact, validate=True)
-    except (binascii.Error, ValueError):
-        raise InvalidRequest(
-            f"{param} is not a URL, a data URI or valid base64.", param=param
-        ) from None
-    if len(data) > max_bytes:
-        raise _too_large(param, max_bytes)
-    return data
-
-
-def decode_data_uri(uri: str, *, max_bytes: int, param: str = PARAM) -> bytes:
-    """The bytes of a ``data:`` URI; the declared type is ignored (the bytes are sniffed)."""
-    match = _DATA_URI.match(uri.strip())
-    if not match or ";base64" not in match.group("params").lower():
-        raise InvalidRequest(
-            f"{param} data URI must be base64-encoded (data:image/png;base64,...).", param=param
-        )
-    return decode_base64(match.group("data"), max_bytes=max_bytes, param=param)
+        exif = check_png_chunks(data) if info.format == "PNG" else info.exif
+    except BadImage:
+        raise _undecodable(param) from None
+    turn = orientation(exif)
+    rotated = turn in SWAPPING_ORIENTATIONS
+    size = VideoSize(info.height, info.width) if rotated else VideoSize(info.width, info.height)
+    return ReferenceImage(data, mime_type, size, turn, info, verified=info.format == "PNG",
+                          param=param)
 
 
 def read_upload(stream: IO[bytes], *, max_bytes: int, param: str = PARAM) -> bytes:
     """Read an uploaded file part, refusing it once it passes ``max_bytes``."""
     data = stream.read(max_bytes + 1)
     if len(data) > max_bytes:
-        raise _too_large(param, max_bytes)
+        raise too_large(param, max_bytes)
     return data
 
 
@@ -157,6 +160,7 @@ def resolve_reference(value: Any, policy: FetchPolicy, *, param: str = PARAM) ->
             f"{param} must be a URL, a data URI, base64 image data, or an object with "
             "'image_url' or 'file_id'.",
             param=param,
+            code="invalid_reference",
         )
     text = value.strip()
     if text[:5].lower() == "data:":
@@ -165,9 +169,29 @@ def resolve_reference(value: Any, policy: FetchPolicy, *, param: str = PARAM) ->
         # Base64 has no colon, so anything with one is a URL of some scheme: fetch.py
         # accepts http(s) and refuses the rest with a clear reason.
         data = fetch_bytes(text, policy, param=param)
+    elif _looks_like_url(text):
+        raise InvalidRequest(
+            f"{param} looks like a URL without a scheme; give an http(s) URL such as "
+            "'https://example.com/cat.png', or send the image itself (base64, a data URI or "
+            "a file part).",
+            param=param,
+            code="invalid_reference_url",
+        )
     else:
         data = decode_base64(text, max_bytes=policy.max_bytes, param=param)
     return load_image(data, param=param)
+
+
+def _looks_like_url(text: str) -> bool:
+    """``//host/path`` or ``host.name/path``, unless it is base64 of an image (which may start
+    with ``//`` but never holds a dot)."""
+    if not (text.startswith("//") or _HOST_FIRST.match(text)):
+        return False
+    try:
+        head = binascii.a2b_base64(text[:24])
+    except binascii.Error:
+        return True
+    return sniff_image_type(head) is None
 
 
 def _resolve_object(value: dict[str, Any], policy: FetchPolicy, param: str) -> Reference:
@@ -178,6 +202,7 @@ def _resolve_object(value: dict[str, Any], policy: FetchPolicy, param: str) -> R
             raise InvalidRequest(
                 f"{param}.file_id must be a file id such as 'file-abc123'.",
                 param=f"{param}.file_id",
+                code="invalid_reference",
             )
         return FileIdReference(file_id)
     if keys == {"image_url"}:
@@ -186,21 +211,25 @@ def _resolve_object(value: dict[str, Any], policy: FetchPolicy, param: str) -> R
             image_url = image_url["url"]
         return resolve_reference(image_url, policy, param=f"{param}.image_url")
     raise InvalidRequest(
-        f"{param} object must have exactly one of 'image_url' or 'file_id'.", param=param
+        f"{param} object must have exactly one of 'image_url' or 'file_id'.",
+        param=param,
+        code="invalid_reference",
     )
 
 
-def fit_image(image: ReferenceImage, size: VideoSize, mode: str) -> ReferenceImage:
-    """Make ``image`` exactly ``size`` per ``SORA_PROXY_REFERENCE_FIT``.
+def fit_image(image: ReferenceImage, size: VideoSize | None, mode: str) -> ReferenceImage:
+    """Check ``image`` whole and make it exactly ``size`` per ``SORA_PROXY_REFERENCE_FIT``.
 
     ``cover`` scales and centre-crops, ``contain`` scales and letterboxes in black, ``reject``
     refuses a mismatch, ``pass`` sends the image as it is. An image already of the right size
-    (and upright) is sent byte for byte.
+    and upright (or any image, with ``pass`` or no ``size``) is sent byte for byte.
+
+    :raises InvalidRequest: a mismatch under ``reject``, an image that would take more than
+        :data:`~.imagework.MAX_DECODE_BYTES` to decode (``image_too_large``), or one that does
+        not decode (``invalid_image``).
     """
-    if image.size == size and not image.needs_transpose:
-        return image
-    if mode == "pass":
-        return image
+    if size is None or mode == "pass" or (image.size == size and not image.needs_transpose):
+        return _checked(image)
     if mode == "reject" and image.size != size:
         raise InvalidRequest(
             f"{PARAM} is {image.size} but the video size is {size}; the upstream needs a "
@@ -208,38 +237,71 @@ def fit_image(image: ReferenceImage, size: VideoSize, mode: str) -> ReferenceIma
             param=PARAM,
             code="reference_size_mismatch",
         )
-    with image.pixels or Image.open(io.BytesIO(image.data)) as source:
-        upright = ImageOps.exif_transpose(source)
-        target = (size.width, size.height)
-        if upright.size == target:
-            fitted = upright
-        elif mode == "contain":
-            fitted = ImageOps.pad(_opaque_safe(upright), target, Image.Resampling.LANCZOS,
-                                  color=(0, 0, 0))
-        else:
-            fitted = ImageOps.fit(_opaque_safe(upright), target, Image.Resampling.LANCZOS)
-        return ReferenceImage(_encode(fitted, image.mime_type), image.mime_type, size)
+    info = _info(image)
+    how: imagework.Fit = "contain" if mode == "contain" else "cover"
+    target = (size.width, size.height)
+    stored = imagework.stored_target(target, image.orientation)
+    _within_budget(image, imagework.plan_decode(
+        info, imagework.least_decoded_size(info, stored, how)))
+    image_format = info.format
+    data = _decoding(image, lambda: imagework.fit_and_encode(
+        image.data, info, target, how, image.orientation, image_format))
+    return ReferenceImage(data, image.mime_type, size, verified=True, param=image.param)
 
 
-def _opaque_safe(image: Image.Image) -> Image.Image:
-    """Convert palette and exotic modes to RGB(A) so resampling and padding are exact."""
-    if image.mode in ("RGB", "RGBA", "L"):
+def _checked(image: ReferenceImage) -> ReferenceImage:
+    if image.verified:
         return image
-    return image.convert("RGBA" if image.has_transparency_data else "RGB")
+    info = _info(image)
+    _within_budget(image, imagework.plan_decode(info, (1, 1)))
+    _decoding(image, lambda: imagework.check_pixels(image.data, info))
+    return ReferenceImage(image.data, image.mime_type, image.size, image.orientation, info,
+                          verified=True, param=image.param)
 
 
-def _encode(image: Image.Image, mime_type: str) -> bytes:
-    out = io.BytesIO()
-    if mime_type == "image/jpeg":
-        image.convert("RGB").save(out, "JPEG", quality=95)
-    elif mime_type == "image/webp":
-        image.save(out, "WEBP", quality=95)
-    else:
-        # Level 1: a 1280x720 photo encodes in ~30 ms instead of ~90 ms at the default 6, for
-        # a file about 1.6x larger; the create latency budget matters more than upload bytes.
-        image.save(out, "PNG", compress_level=1)
-    return out.getvalue()
+def _info(image: ReferenceImage) -> ImageInfo:
+    if image.info is not None:
+        return image.info
+    try:
+        return read_info(image.data, _PIL_FORMATS[image.mime_type])
+    except BadImage:
+        raise _undecodable(image.param) from None
 
 
-def _too_large(param: str, max_bytes: int) -> PayloadTooLarge:
-    return PayloadTooLarge(f"{param} is larger than the {max_bytes}-byte limit.", param=param)
+def _within_budget(image: ReferenceImage, plan: imagework.DecodePlan) -> None:
+    if plan.cost <= imagework.MAX_DECODE_BYTES:
+        return
+    info = _info(image)
+    raise InvalidRequest(
+        f"{image.param} is a {info.width}x{info.height} {info.format} image that would take "
+        f"{plan.cost / _MIB:,.0f} MiB of memory to decode, more than the "
+        f"{imagework.MAX_DECODE_BYTES / _MIB:.0f} MiB limit for a reference image; send a "
+        "smaller image (no video is larger than 1792x1024).",
+        param=image.param,
+        code="image_too_large",
+    )
+
+
+def _decoding(image: ReferenceImage, job: Callable[[], T]) -> T:
+    """Run ``job`` in the process's image gate, turning decoding failures into 400s."""
+    try:
+        return imagework.GATE.run(job)
+    except Image.DecompressionBombError:
+        # Only when the host app set Pillow's own limit below ours.
+        info = _info(image)
+        raise InvalidRequest(
+            f"{image.param} is {info.width}x{info.height} pixels, more than this server "
+            "decodes.",
+            param=image.param,
+            code="image_too_large",
+        ) from None
+    except _DECODE_ERRORS:
+        raise _undecodable(image.param) from None
+
+
+def _undecodable(param: str) -> InvalidRequest:
+    return InvalidRequest(
+        f"{param} could not be decoded as an image; it may be truncated or corrupt.",
+        param=param,
+        code="invalid_image",
+    )

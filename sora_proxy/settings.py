@@ -46,6 +46,8 @@ class Settings:
     max_video_bytes: int = 200 * MIB
     fetch_video_timeout: float = 300.0
     reference_fit: str = "cover"
+    #: Reference images decoded at once per worker process (each may take 64 MiB).
+    image_concurrency: int = 2
     forward_metadata: bool = False
     connect_timeout: float = 10.0
     read_timeout: float = 120.0
@@ -226,6 +228,7 @@ def load_settings(config: Mapping[str, Any], *, has_authenticate: bool = False) 
         max_video_bytes=_number(config, "MAX_VIDEO_BYTES", 200 * MIB, integer=True),
         fetch_video_timeout=_number(config, "FETCH_VIDEO_TIMEOUT", 300.0),
         reference_fit=fit,
+        image_concurrency=_number(config, "IMAGE_CONCURRENCY", 2, integer=True),
         forward_metadata=_boolean(config, "FORWARD_METADATA", False),
         connect_timeout=_number(config, "CONNECT_TIMEOUT", 10.0),
         read_timeout=_number(config, "READ_TIMEOUT", 120.0),

@@ -127,7 +127,7 @@ class SQLiteStore(Store):
         """The file's (device, inode), or ``None`` when nothing is at the path."""
         try:
             status = os.stat(self.path)
-        except FileNotFoundError:
+        except OSError:  # gone, or a parent directory replaced by a file
             return None
         return status.st_dev, status.st_ino
 
