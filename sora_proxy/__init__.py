@@ -18,14 +18,21 @@ from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .auth import AuthenticateCallback, Authenticator
+from .blueprint import create_blueprint
+from .catalog import load_catalog, refuse_open_relay
+from .client import UpstreamClient
 from .errors import ConfigError
-from .extension import EXTENSION_KEY
+from .extension import EXTENSION_KEY, ProxyState, Records, proxy_state
+from .idempotency import Idempotency
 from .imagework import set_image_concurrency
+from .metrics import Metrics
 from .observability import configure_standalone_logging
-from .relay import ProxyState, create_blueprint
-from .settings import environment_config, load_settings
+from .ownership import Ownership
+from .readiness import ReadinessProbe
+from .settings import Settings, environment_config, load_settings
 from .store import open_store
-from .upstreams import load_catalog, refuse_open_relay
+from .store.durable import DurableWrites
+from .store.spool import Spool
 
 __all__ = ["ConfigError", "SoraProxy", "create_app"]
 __version__ = "0.1.0"
@@ -51,6 +58,10 @@ class SoraProxy:
 
         :raises ConfigError: a ``SORA_PROXY_*`` setting is missing or invalid.
         """
+        if EXTENSION_KEY in app.extensions:
+            raise RuntimeError(
+                "A SoraProxy is already registered on this app; call init_app once per app."
+            )
         settings = load_settings(app.config, has_authenticate=self._authenticate is not None)
         # Per process: with two proxy apps in one process, the last one's setting holds.
         set_image_concurrency(settings.image_concurrency)
@@ -59,17 +70,43 @@ class SoraProxy:
         refuse_open_relay(
             catalog, settings, identifies_callers=authenticator.identifies_callers
         )
-        store = None
+        records = None
         if authenticator.identifies_callers or len(catalog.upstreams) > 1:
-            url = settings.store_url or f"sqlite:///{app.instance_path}/sora_proxy.sqlite3"
-            try:
-                store = open_store(url, prefix=settings.store_prefix)
-            except ValueError as error:
-                raise ConfigError("SORA_PROXY_STORE_URL", str(error)) from None
-        spool_dir = settings.spool_dir or f"{app.instance_path}/sora_proxy-spool"
-        state = ProxyState(settings, authenticator, catalog, store, spool_dir=spool_dir)
-        app.extensions[EXTENSION_KEY] = state
+            records = _open_records(settings, app.instance_path)
+        app.extensions[EXTENSION_KEY] = ProxyState(
+            settings=settings,
+            authenticator=authenticator,
+            catalog=catalog,
+            client=UpstreamClient(
+                pool_maxsize=settings.pool_maxsize,
+                pool_connections=max(4, len(catalog.upstreams)),
+            ),
+            records=records,
+            metrics=Metrics() if settings.metrics else None,
+            readiness=ReadinessProbe(),
+        )
         app.register_blueprint(create_blueprint(), url_prefix=settings.url_prefix or None)
+
+
+def _open_records(settings: Settings, instance_path: str) -> Records:
+    """The store (by default a SQLite file in the instance folder) and what is built on it."""
+    url = settings.store_url or f"sqlite:///{instance_path}/sora_proxy.sqlite3"
+    try:
+        store = open_store(url, prefix=settings.store_prefix)
+    except ValueError as error:
+        raise ConfigError("SORA_PROXY_STORE_URL", str(error)) from None
+    writes = DurableWrites(store, Spool(settings.spool_dir or f"{instance_path}/sora_proxy-spool"))
+    # A claim outlives the slowest legitimate request, so a crashed worker's claim frees
+    # itself instead of blocking the key for the whole day.
+    in_flight_ttl = max(900.0, 2 * (settings.connect_timeout + settings.read_timeout))
+    return Records(
+        store=store,
+        writes=writes,
+        ownership=Ownership(store, writes),
+        idempotency=Idempotency(
+            store, writes, ttl=settings.idempotency_ttl, in_flight_ttl=in_flight_ttl
+        ),
+    )
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
@@ -83,7 +120,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         app.config.update(config)
     SoraProxy(app)
     configure_standalone_logging()
-    hops = app.extensions[EXTENSION_KEY].settings.trusted_proxies
+    with app.app_context():
+        hops = proxy_state().settings.trusted_proxies
     if hops:
         # The whole app is ours, so the client address is fixed for every route at once.
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]

@@ -45,6 +45,11 @@ class Caller:
     def __repr__(self) -> str:
         return f"Caller(name={self.name!r})"
 
+    @property
+    def owner(self) -> str:
+        """The name records are kept under (``anonymous`` when a store only routes by id)."""
+        return self.name or "anonymous"
+
 
 class Authenticator:
     """Decides who is calling, per the configured mode."""

@@ -8,6 +8,7 @@ one shape whatever the encoding.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import tempfile
@@ -49,7 +50,17 @@ class FormBody:
 
     fields: dict[str, Any]
     files: dict[str, FileStorage] = field(default_factory=dict)
-    multipart: bool = False
+
+    def file_digests(self) -> dict[str, str]:
+        """The sha256 of each file part (for idempotency fingerprints), streams rewound."""
+        digests = {}
+        for name, upload in self.files.items():
+            digest = hashlib.sha256()
+            while chunk := upload.stream.read(READ_SIZE):
+                digest.update(chunk)
+            upload.stream.seek(0)
+            digests[name] = digest.hexdigest()
+        return digests
 
 
 def media_type(request: Request) -> str:
@@ -214,7 +225,7 @@ def _read_multipart(request: Request) -> FormBody:
             raise InvalidRequest(
                 f"'{name}' is sent both as a file and as a text part.", param=name
             )
-    return FormBody(fields, form.files, multipart=True)
+    return FormBody(fields, form.files)
 
 
 def _invalid_multipart(message: str) -> InvalidRequest:

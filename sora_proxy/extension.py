@@ -1,15 +1,60 @@
-"""Where the extension keeps its state in the app it is mounted on."""
+"""What the extension keeps per app, and where: ``app.extensions["sora_proxy"]``."""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 from flask import current_app
 
-#: ``app.extensions[EXTENSION_KEY]`` holds the app's ``ProxyState`` (see :mod:`.relay`).
+from .auth import Authenticator
+from .catalog import Catalog
+from .client import UpstreamClient
+from .idempotency import Idempotency
+from .metrics import Metrics
+from .ownership import Ownership
+from .readiness import ReadinessProbe
+from .settings import Settings
+from .store import Store
+from .store.durable import DurableWrites
+
+#: ``app.extensions[EXTENSION_KEY]`` holds the app's :class:`ProxyState`.
 EXTENSION_KEY = "sora_proxy"
 
 
-def proxy_state() -> Any:
-    """The current app's ``ProxyState``."""
-    return current_app.extensions[EXTENSION_KEY]
+@dataclass(frozen=True)
+class Records:
+    """The store and what is kept in it: who owns what, idempotency keys, must-land writes.
+
+    They exist only when callers are identified (keys or the host app's callback), or when
+    several upstreams need each id routed back to its own.
+    """
+
+    store: Store
+    writes: DurableWrites
+    ownership: Ownership
+    idempotency: Idempotency
+
+
+@dataclass(frozen=True)
+class ProxyState:
+    """Everything one app's proxy needs, built once by :meth:`SoraProxy.init_app`.
+
+    :param records: ``None`` in pass-through and anonymous modes with one upstream, which
+        store nothing.
+    :param metrics: ``None`` unless ``SORA_PROXY_METRICS`` is on.
+    """
+
+    settings: Settings
+    authenticator: Authenticator
+    catalog: Catalog
+    client: UpstreamClient
+    records: Records | None
+    metrics: Metrics | None
+    readiness: ReadinessProbe
+
+
+def proxy_state() -> ProxyState:
+    """The current app's :class:`ProxyState`."""
+    state = current_app.extensions[EXTENSION_KEY]
+    assert isinstance(state, ProxyState)
+    return state

@@ -12,10 +12,12 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import requests
 from flask import Response, g, request
 
 from .extension import proxy_state
@@ -43,6 +45,48 @@ class RequestInfo:
 def current_info() -> RequestInfo | None:
     """This request's :class:`RequestInfo` (``None`` for health and metrics routes)."""
     return g.get("sora_proxy_info")
+
+
+def note_caller(name: str | None) -> None:
+    """Note who is calling, for the log line."""
+    info = current_info()
+    if info is not None:
+        info.caller = name
+
+
+def note_prompt(fields: Mapping[str, Any]) -> None:
+    """Keep the prompt for the log line (written only with ``SORA_PROXY_LOG_PROMPTS``)."""
+    info = current_info()
+    prompt = fields.get("prompt")
+    if info is not None and isinstance(prompt, str):
+        info.prompt = prompt
+
+
+def note_upstream(upstream_name: str, response: requests.Response) -> None:
+    """Note which upstream answered, and how fast (to its headers), for the log line and
+    metrics."""
+    info = current_info()
+    if info is None:
+        return
+    info.upstream = upstream_name
+    metrics = proxy_state().metrics
+    if metrics is not None:
+        metrics.upstream_latency.labels(info.route, upstream_name).observe(
+            response.elapsed.total_seconds()
+        )
+
+
+def note_bytes_in(count: int) -> None:
+    """The body bytes read from a streamed upload (it has no ``Content-Length`` of use)."""
+    info = current_info()
+    if info is not None:
+        info.extra["bytes_in"] = count
+
+
+def current_request_id() -> str | None:
+    """This request's id, sent upstream as ``X-Request-ID``."""
+    info = current_info()
+    return info.request_id if info is not None else None
 
 
 def _request_id() -> str:

@@ -14,9 +14,11 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from .errors import InvalidRequest, NotFound, ProxyError
+from .catalog import Catalog, Upstream
+from .errors import InvalidRequest, NotFound, ProxyError, UpstreamUnreachable
 from .store import Kind, OwnedResource, Store
 from .store.durable import DurableWrites
+from .streaming import parse_object
 
 log = logging.getLogger("sora_proxy.ownership")
 _LABELS = {"video": ("Video", "video_id"), "character": ("Character", "character_id")}
@@ -37,15 +39,6 @@ def _json_list(text: str, name: str) -> Any:
         return json.loads(text)
     except (ValueError, RecursionError):
         raise InvalidRequest(f"Invalid '{name}': Must be a list.", param=name) from None
-
-
-def parse_object(body: bytes) -> dict[str, Any] | None:
-    """The JSON object in an upstream answer, or ``None`` if it is not one."""
-    try:
-        value = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return None
-    return value if isinstance(value, dict) else None
 
 
 class Ownership:
@@ -71,6 +64,19 @@ class Ownership:
         if record is None or record.owner != owner or record.kind != kind:
             raise not_found(kind, resource_id)
         return record
+
+    def upstream_of(
+        self, owner: str, resource_id: str, kind: Kind, catalog: Catalog
+    ) -> Upstream:
+        """The upstream holding ``resource_id``, if ``owner`` owns it (else the 404)."""
+        record = self.require(owner, resource_id, kind)
+        upstream = catalog.upstreams.get(record.upstream)
+        if upstream is None:
+            raise UpstreamUnreachable(
+                "The upstream that holds this resource is no longer configured.",
+                code="upstream_not_configured",
+            )
+        return upstream
 
     def require_referenced(self, owner: str, fields: Mapping[str, Any]) -> None:
         """Every character a body names by id (``characters``, ``character_ids``) must be

@@ -18,143 +18,147 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from contextlib import ExitStack
+from dataclasses import dataclass
 
 import requests
 from flask import Response, request
 
 from . import idempotency
 from .auth import Caller
+from .catalog import Upstream
+from .client import forwarded_headers
+from .dialects import EncodedBody
 from .errors import UpstreamTimeout, UpstreamUnreachable
-from .exchange import answer, is_owned, owner_name, present_model, proxy_state, send
+from .extension import ProxyState, Records, proxy_state
 from .idempotency import Ticket
-from .observability import current_info
+from .observability import current_request_id, note_bytes_in, note_upstream
 from .store import Intent, Kind, StoredResponse
-from .streaming import read_answer, relay_response
+from .streaming import read_answer, small_answer, stream_back
 from .uploads import StreamedUpload
-from .upstreams import Upstream
 
 log = logging.getLogger("sora_proxy.paid")
 
-#: Sends a prepared POST: gets the cleanup stack and the upstream Idempotency-Key.
-Dispatch = Callable[[ExitStack, str | None], tuple[Upstream, requests.Response]]
 #: How long an intent is kept if its request never ends (a worker killed mid-request).
 INTENT_TTL = 86400.0
 
 
-def post(
-    path: str,
-    caller: Caller,
-    kind: Kind | None,
-    fingerprint: Callable[[], str],
-    dispatch: Dispatch,
-    *,
-    upload: StreamedUpload | None = None,
-    caller_model: str | None = None,
-) -> Response:
-    """Send a paid POST; record what it created; honour ``Idempotency-Key``.
+@dataclass(frozen=True)
+class PaidRequest:
+    """A POST that may start a paid generation.
 
-    :param fingerprint: what the request asks for, computed only if a key is given. For a
+    :param path: the upstream path (``/videos``, ``/videos/{id}/remix``...).
+    :param kind: what a 2xx answer creates, recorded for its caller.
+    :param candidates: the upstreams to try in order (one for a by-id route); the next is
+        tried only when the connection to one failed before a byte was sent.
+    :param body: the body, or how to encode it for each candidate.
+    :param fingerprint: what the request asks for, computed only when a key is given. For a
         streamed ``upload`` it covers only what came before the video; the whole request's
         digest is kept with the answer and a repeat must match it too.
+    :param caller_model: the model name the caller used, shown in the answer.
     """
-    if not is_owned():
-        with ExitStack() as stack:
-            _, response = dispatch(stack, None)
-        return relay_response(response, method="POST")
+
+    path: str
+    kind: Kind
+    candidates: list[Upstream]
+    body: EncodedBody | Callable[[Upstream], EncodedBody]
+    fingerprint: Callable[[], str]
+    upload: StreamedUpload | None = None
+    caller_model: str | None = None
+
+
+def post(caller: Caller, paid: PaidRequest) -> Response:
+    """Send ``paid``; record what it created; honour ``Idempotency-Key``."""
     state = proxy_state()
-    owner = owner_name(caller)
+    records = state.records
+    if records is None:
+        upstream, response = _send(state, caller, paid, read_whole=False)
+        return stream_back(response, method="POST")
     ticket: Ticket | None = None
     key = request.headers.get(idempotency.HEADER)
     if key is not None:
-        claimed = state.idempotency.claim(owner, key, fingerprint())
+        claimed = records.idempotency.claim(caller.owner, key, paid.fingerprint())
         if isinstance(claimed, StoredResponse):
-            return _replay(claimed, path, upload)
+            return _replay(claimed, paid)
         ticket = claimed
-    intent = _begin_intent(owner, path, ticket)
+    intent = _begin_intent(records, caller.owner, paid.path, ticket)
     try:
-        with ExitStack() as stack:
-            upstream_key = state.idempotency.upstream_key(ticket) if ticket else None
-            upstream, response = dispatch(stack, upstream_key)
-        status, headers, data = read_answer(response, method="POST")
+        upstream_key = records.idempotency.upstream_key(ticket) if ticket else None
+        upstream, response = _send(state, caller, paid, read_whole=True, key=upstream_key)
+        answered = read_answer(response, method="POST")
     except (UpstreamUnreachable, UpstreamTimeout) as error:
         # The upstream may have acted on it: the failure is the answer, kept for retries.
         if ticket:
             envelope = json.dumps(error.envelope()).encode()
             kept = [("Content-Type", "application/json"), *error.headers.items()]
-            state.idempotency.finish(ticket, StoredResponse(error.status, kept, envelope))
-        state.writes.end_intent(intent.intent_id)
+            records.idempotency.finish(ticket, StoredResponse(error.status, kept, envelope))
+        records.writes.end_intent(intent.intent_id)
         raise
     except BaseException:
         if ticket:
-            state.idempotency.release(ticket)
-        state.writes.end_intent(intent.intent_id)
+            records.idempotency.release(ticket)
+        records.writes.end_intent(intent.intent_id)
         raise
-    return _settle(path, owner, kind, upstream, (status, headers, data), ticket, intent,
-                   upload=upload, caller_model=caller_model)
+    return _settle(records, caller, paid, upstream, answered, ticket, intent)
 
 
-def dispatch_to(
-    upstream: Upstream, path: str, caller: Caller, body: object, content_type: str | None
-) -> Dispatch:
-    """A dispatch of a prepared body to one known upstream (by-id routes, uploads)."""
+def _send(
+    state: ProxyState, caller: Caller, paid: PaidRequest, *, read_whole: bool,
+    key: str | None = None,
+) -> tuple[Upstream, requests.Response]:
+    headers = forwarded_headers(
+        request.headers, read_whole=read_whole, idempotency_key=key,
+        request_id=current_request_id(),
+    )
+    upstream, response = state.client.send_first(
+        paid.candidates, "POST", paid.path, paid.body, headers=headers,
+        caller_authorization=caller.upstream_authorization,
+    )
+    note_upstream(upstream.name, response)
+    return upstream, response
 
-    def dispatch(_: ExitStack, key: str | None) -> tuple[Upstream, requests.Response]:
-        response = send(upstream, "POST", path, caller, body=body, content_type=content_type,
-                        idempotency_key=key)
-        return upstream, response
 
-    return dispatch
-
-
-def _replay(stored: StoredResponse, path: str, upload: StreamedUpload | None) -> Response:
-    if upload is not None and stored.request_digest is not None:
-        upload.drain()
-        if upload.digest(path) != stored.request_digest:
+def _replay(stored: StoredResponse, paid: PaidRequest) -> Response:
+    if paid.upload is not None and stored.request_digest is not None:
+        paid.upload.drain()
+        if paid.upload.digest(paid.path) != stored.request_digest:
             raise idempotency.reused()
     return idempotency.replay(stored)
 
 
-def _begin_intent(owner: str, path: str, ticket: Ticket | None) -> Intent:
+def _begin_intent(records: Records, owner: str, path: str, ticket: Ticket | None) -> Intent:
     """Write the intent, or end the request with 503 before anything is sent upstream."""
-    state = proxy_state()
     intent = Intent(uuid.uuid4().hex, owner, path, time.time())
     try:
-        state.store.begin_intent(intent, ttl=INTENT_TTL)
+        records.store.begin_intent(intent, ttl=INTENT_TTL)
     except BaseException:
         if ticket:
-            state.idempotency.release(ticket)
+            records.idempotency.release(ticket)
         raise
     return intent
 
 
 def _settle(
-    path: str,
-    owner: str,
-    kind: Kind | None,
+    records: Records,
+    caller: Caller,
+    paid: PaidRequest,
     upstream: Upstream,
     answered: tuple[int, list[tuple[str, str]], bytes],
     ticket: Ticket | None,
     intent: Intent,
-    *,
-    upload: StreamedUpload | None,
-    caller_model: str | None,
 ) -> Response:
     """Make the upstream's answer reachable and return it; never raises."""
-    state = proxy_state()
     status, headers, data = answered
     try:
-        if upload is not None and (info := current_info()) is not None:
-            info.extra["bytes_in"] = upload.bytes_read
-        data = present_model(upstream, data, caller_model)
-        if kind is not None and 200 <= status < 300:
-            state.ownership.record_created(owner, kind, data, upstream.name)
+        if paid.upload is not None:
+            note_bytes_in(paid.upload.bytes_read)
+        data = upstream.dialect.present(upstream, data, paid.caller_model)
+        if 200 <= status < 300:
+            records.ownership.record_created(caller.owner, paid.kind, data, upstream.name)
         if ticket:
-            digest = upload.digest(path) if upload is not None else None
-            state.idempotency.finish(ticket, StoredResponse(status, headers, data, digest))
-        state.writes.end_intent(intent.intent_id)
+            digest = paid.upload.digest(paid.path) if paid.upload is not None else None
+            records.idempotency.finish(ticket, StoredResponse(status, headers, data, digest))
+        records.writes.end_intent(intent.intent_id)
     except Exception:
         # A bug here must not turn a paid answer into a 500 the SDK would retry.
-        log.exception("recording the answer to a paid %s failed; answered anyway", path)
-    return answer(status, headers, data)
-
+        log.exception("recording the answer to a paid %s failed; answered anyway", paid.path)
+    return small_answer(status, headers, data)

@@ -1,22 +1,18 @@
-"""From a caller's create body to the one request the upstream takes.
+"""From a caller's create body to a plan any upstream's dialect can encode.
 
-The upstream accepts ``input_reference`` only as a real image file part of exactly the video's
-size (see ``shared/UPSTREAM.md``), so whatever the caller sent is resolved to image bytes,
-the size is decided, the image fitted, and a multipart body built. A ``{file_id}`` reference
-is the one exception: it can only be expressed in the upstream's JSON form.
+Whatever the caller sent as ``input_reference`` is resolved to image bytes (or a ``file_id``),
+the size is decided and the image fitted to it, before any upstream is chosen; the dialect
+then writes the plan in its upstream's form (:meth:`CreatePlan.encoded_for`).
 """
 
 from __future__ import annotations
 
-import base64
-import json
-import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
-
-from urllib3 import encode_multipart_formdata
+from typing import TYPE_CHECKING, Any
 
 from .bodies import FormBody
+from .dialects import EncodedBody
 from .errors import InvalidRequest
 from .fetch import FetchPolicy
 from .references import PARAM as REFERENCE_PARAM
@@ -31,18 +27,12 @@ from .references import (
 )
 from .schemas import CreateVideoSchema, load_or_raise, load_output_config
 from .settings import Settings
-from .sizing import DEFAULT_MODEL, decide_size
-from .upstreams import Catalog, Upstream
+from .sizing import DEFAULT_MODEL, ModelRoute, decide_size
+
+if TYPE_CHECKING:
+    from .catalog import Upstream
 
 _ORDERED = ("prompt", "model", "size", "seconds")
-
-
-@dataclass(frozen=True)
-class UpstreamBody:
-    """An encoded request body and its Content-Type."""
-
-    content: bytes
-    content_type: str
 
 
 @dataclass(frozen=True)
@@ -63,54 +53,18 @@ class CreatePlan:
     @property
     def size(self) -> str | None:
         """The size decided for the video, if any."""
-        return self.fields.get("size")
+        size = self.fields.get("size")
+        return size if isinstance(size, str) else None
 
     @property
     def seconds(self) -> str | None:
         """The seconds asked for, if any."""
-        return self.fields.get("seconds")
+        seconds = self.fields.get("seconds")
+        return seconds if isinstance(seconds, str) else None
 
-    def encode(self, upstream: Upstream) -> UpstreamBody:
-        """The body in ``upstream``'s dialect: its deployment name for the model, and the
-        reference as a file part (multipart, the default) or a data URI (``json`` form)."""
-        fields = dict(self.fields)
-        deployment = upstream.models[self.model].deployment
-        if "model" in fields or deployment != self.model:
-            fields["model"] = deployment
-        if self.file_id is not None:
-            fields[REFERENCE_PARAM] = {"file_id": self.file_id}
-            return _json_body(fields)
-        if self.image is not None and upstream.reference_form == "json":
-            if self.extra_files:
-                raise InvalidRequest(
-                    "This upstream takes JSON bodies; extra file parts cannot be sent.",
-                    param=self.extra_files[0][0],
-                )
-            return _json_with_image(fields, self.image)
-        parts: list[Any] = [(name, form_text(value)) for name, value in fields.items()]
-        if self.image is not None:
-            parts.append(
-                (REFERENCE_PARAM, (self.image.filename, self.image.data, self.image.mime_type))
-            )
-        parts += [(name, (filename, data, mime)) for name, filename, data, mime in self.extra_files]
-        content, content_type = encode_multipart_formdata(parts)
-        return UpstreamBody(content, content_type)
-
-
-def _json_body(fields: dict[str, Any]) -> UpstreamBody:
-    return UpstreamBody(json.dumps(fields).encode("utf-8"), "application/json")
-
-
-def _json_with_image(fields: dict[str, Any], image: ReferenceImage) -> UpstreamBody:
-    """The JSON form with the image as a data URI, its base64 spliced in as bytes (the
-    reference may be 27 MB of base64: one copy, not the five a str round trip makes)."""
-    # A random stand-in, last in the body (the reference is the last field added).
-    slot = f"sora-proxy-image-{secrets.token_hex(16)}"
-    fields[REFERENCE_PARAM] = {"image_url": slot}
-    head, tail = json.dumps(fields).encode("utf-8").rsplit(slot.encode("ascii"), 1)
-    uri = f"data:{image.mime_type};base64,".encode("ascii")
-    return UpstreamBody(b"".join((head, uri, base64.b64encode(image.data), tail)),
-                        "application/json")
+    def encoded_for(self, upstream: Upstream) -> EncodedBody:
+        """This create in ``upstream``'s dialect."""
+        return upstream.dialect.encode_create(upstream, self)
 
 
 def fetch_policy(settings: Settings, *, video: bool = False) -> FetchPolicy:
@@ -130,19 +84,19 @@ def load_create(body: FormBody) -> dict[str, Any]:
 
 
 def plan_create(
-    body: FormBody, params: dict[str, Any], settings: Settings, catalog: Catalog
+    body: FormBody, params: dict[str, Any], settings: Settings, models: Mapping[str, ModelRoute]
 ) -> CreatePlan:
     """Plan a create whose fields :func:`load_create` checked.
 
+    :param models: every offered model, with the sizes and seconds some upstream allows.
     :raises ProxyError: an unknown model, an unreadable or refused reference, or a size
         conflict, all before any upstream is contacted.
     """
     model = params.get("model") or DEFAULT_MODEL
-    route = catalog.models.get(model)
+    route = models.get(model)
     if route is None:
         raise InvalidRequest(
-            f"Invalid 'model': must be one of {', '.join(sorted(catalog.models))}.",
-            param="model",
+            f"Invalid 'model': must be one of {', '.join(sorted(models))}.", param="model"
         )
     seconds = params.get("seconds")
     if seconds is not None and seconds not in route.seconds:
@@ -190,8 +144,3 @@ def _reference(body: FormBody, params: dict[str, Any], settings: Settings) -> Re
     if value is None or value == "":
         return None
     return resolve_reference(value, fetch_policy(settings))
-
-
-def form_text(value: Any) -> str:
-    """A field value as multipart text: strings as they are, anything else as JSON."""
-    return value if isinstance(value, str) else json.dumps(value)

@@ -17,9 +17,8 @@ from urllib.parse import urlsplit
 
 from . import create_app
 from .errors import ConfigError
-from .extension import EXTENSION_KEY
+from .extension import proxy_state
 from .settings import PREFIX, environment_config, known_setting_names
-from .upstreams import load_catalog
 
 #: Read by ``config/gunicorn.conf.py`` and ``sora-proxy serve``, not by the extension.
 DEPLOYMENT_NAMES = frozenset(
@@ -85,10 +84,11 @@ def check_environment(environ: Mapping[str, str]) -> list[str]:
     """
     knobs = deployment(environ)
     app = create_app(environment_config(environ))
-    state = app.extensions[EXTENSION_KEY]
+    with app.app_context():
+        state = proxy_state()
     settings = state.settings
     warnings = _unknown_names(environ)
-    for upstream in load_catalog(settings).upstreams.values():
+    for upstream in state.catalog.upstreams.values():
         path = urlsplit(upstream.base_url).path
         if not any(_VERSION_SEGMENT.fullmatch(part) for part in path.split("/")):
             source = (
@@ -107,7 +107,7 @@ def check_environment(environ: Mapping[str, str]) -> list[str]:
             f"({settings.pool_maxsize}): the threads beyond the pool open and drop an upstream "
             f"connection per request; keep the pool at least the thread count"
         )
-    if settings.store_url and state.store is None:
+    if settings.store_url and state.records is None:
         warnings.append(
             "SORA_PROXY_STORE_URL is set but unused: with no caller keys (pass-through or "
             "anonymous) and one upstream, nothing is stored"

@@ -73,6 +73,19 @@ _RESOLUTION_WORDS: dict[str, Resolution] = {
 
 
 @dataclass(frozen=True)
+class ModelRoute:
+    """A model as callers name it, and what one upstream calls it and allows.
+
+    :param deployment: the upstream's name for it (Azure's deployment, a gateway's alias).
+    """
+
+    name: str
+    deployment: str
+    sizes: tuple[str, ...]
+    seconds: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class VideoSize:
     """A frame size in pixels."""
 

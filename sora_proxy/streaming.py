@@ -8,8 +8,10 @@ side owns are dropped. An abandoned download closes its upstream connection at o
 from __future__ import annotations
 
 import errno
+import json
 import logging
 from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import requests
 from flask import Response
@@ -62,7 +64,7 @@ class RelayedResponse(Response):
     default_mimetype = None
 
 
-class UpstreamBody:
+class StreamedBody:
     """The upstream's body as a WSGI iterable, read raw (undecoded) in large chunks.
 
     ``close()`` closes the upstream response whether or not iteration ever started: the WSGI
@@ -126,7 +128,9 @@ def answer_headers(upstream: requests.Response, method: str) -> list[tuple[str, 
 MAX_ANSWER_BYTES = 1024 * 1024
 
 
-def read_answer(upstream: requests.Response, *, method: str) -> tuple[int, list, bytes]:
+def read_answer(
+    upstream: requests.Response, *, method: str
+) -> tuple[int, list[tuple[str, str]], bytes]:
     """Read a small answer whole: status, headers to answer with, and the raw body bytes.
 
     Used where the proxy must see the answer (to record who owns what it created); the bytes
@@ -150,15 +154,29 @@ def read_answer(upstream: requests.Response, *, method: str) -> tuple[int, list,
     return upstream.status_code, answer_headers(upstream, method), body
 
 
-def relay_response(upstream: requests.Response, *, method: str) -> Response:
-    """Stream ``upstream`` back unchanged and close it when done or abandoned."""
+def small_answer(status: int, headers: list[tuple[str, str]], body: bytes) -> Response:
+    """An answer read whole (see :func:`read_answer`), sent back with exactly its headers."""
+    return RelayedResponse(body, status=status, headers=headers)
+
+
+def stream_back(upstream: requests.Response, *, method: str) -> Response:
+    """Stream ``upstream``'s answer back unchanged and close it when done or abandoned."""
     headers = answer_headers(upstream, method)
     if method == "HEAD":
         upstream.close()
         return RelayedResponse([], status=upstream.status_code, headers=headers)
     return RelayedResponse(
-        UpstreamBody(upstream),
+        StreamedBody(upstream),
         status=upstream.status_code,
         headers=headers,
         direct_passthrough=True,
     )
+
+
+def parse_object(body: bytes) -> dict[str, Any] | None:
+    """The JSON object in an answer, or ``None`` if it is not one."""
+    try:
+        value = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None

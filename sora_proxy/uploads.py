@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from flask import Request
 from urllib3.fields import RequestField
 from werkzeug.sansio.multipart import (
     Data,
@@ -28,9 +29,11 @@ from werkzeug.sansio.multipart import (
     NeedData,
 )
 
-from .bodies import nest_form_fields
+from .bodies import ClientStream, media_type, nest_form_fields
 from .containers import ContainerWalker, checked_video_chunks, sniff_video_type
-from .errors import InvalidRequest, PayloadTooLarge
+from .dialects import EncodedBody
+from .errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+from .fetch import FetchedStream
 from .idempotency import fingerprint as request_fingerprint
 
 #: Bytes read from the client per step; large enough to keep syscalls few on 100 MB uploads.
@@ -328,3 +331,52 @@ def multipart_stream(
     if file_length is None:
         return chunks(), content_type
     return _SizedIterable(chunks(), len(head) + file_length + len(tail)), content_type
+
+
+def streamed_upload(request: Request, *, max_bytes: int) -> StreamedUpload:
+    """The request's multipart body as a :class:`StreamedUpload` (415/400 if it is not one)."""
+    kind = media_type(request)
+    if kind != "multipart/form-data":
+        raise UnsupportedMediaType(
+            f"Content-Type '{kind or 'none'}' is not supported here; send "
+            "multipart/form-data with a 'video' file part."
+        )
+    boundary = request.mimetype_params.get("boundary")
+    if not boundary:
+        raise InvalidRequest(
+            "The multipart Content-Type has no boundary.", code="invalid_multipart"
+        )
+    return StreamedUpload(
+        ClientStream(request.stream, max_bytes=None),
+        request.headers["Content-Type"],
+        boundary,
+        request.content_length,
+        max_bytes=max_bytes,
+    )
+
+
+_VIDEO_EXTENSIONS = {"video/mp4": "mp4", "video/quicktime": "mov", "video/webm": "webm"}
+
+
+def fetched_video_body(
+    fields: list[tuple[str, str]], fetched: FetchedStream, *, param: str, max_bytes: int
+) -> EncodedBody:
+    """A multipart body of text ``fields`` and the video being fetched as part ``video``,
+    streamed: its type sniffed from the first chunk, its structure walked as it goes, and its
+    last chunk held back until the walk succeeded."""
+    chunks = fetched.iter_chunks(READ_SIZE)
+    first = next(chunks, b"")
+    video_type = sniff_video_type(first)
+    if video_type is None:
+        raise InvalidRequest(
+            f"{param} does not point at an MP4, QuickTime or WebM video.",
+            param=param, code="invalid_video",
+        )
+    file_chunks = checked_video_chunks(
+        first, chunks, param=param, max_size=fetched.content_length or max_bytes
+    )
+    filename = f"character.{_VIDEO_EXTENSIONS[video_type]}"
+    content, content_type = multipart_stream(
+        fields, "video", filename, video_type, file_chunks, fetched.content_length
+    )
+    return EncodedBody(content, content_type)

@@ -199,13 +199,13 @@ def test_api_keys_file_names_callers(upstream, tmp_path):
     client = app.test_client()
     video_id = create(client, {"Authorization": "Bearer sk-file-a"})
     assert client.get(f"/v1/videos/{video_id}", headers={"Authorization": "Bearer sk-file-b"}).status_code == 404
-    record = app.extensions["sora_proxy"].store.get(video_id)
+    record = app.extensions["sora_proxy"].records.store.get(video_id)
     assert record.owner == "alice"
 
 
 def test_pass_through_mode_keeps_no_records(make_app, upstream):
     app = make_app()
-    assert app.extensions["sora_proxy"].store is None
+    assert app.extensions["sora_proxy"].records is None
     client = app.test_client()
     video_id = client.post("/v1/videos", json={"prompt": "p"}).get_json()["id"]
     assert client.get(f"/v1/videos/{video_id}").status_code == 200
@@ -217,7 +217,7 @@ def test_store_contents_hold_no_keys(app, client, upstream, store_config):
     create(client, ALICE)
     create(client, BOB)
     client.post("/v1/videos", json={"prompt": "idem"}, headers={**ALICE, "Idempotency-Key": "k1"})
-    store = app.extensions["sora_proxy"].store
+    store = app.extensions["sora_proxy"].records.store
     dump = _raw_dump(store, store_config)
     assert dump  # the dump really holds the records
     for secret in (ALICE_KEY, BOB_KEY, UPSTREAM_KEY, "k1"):

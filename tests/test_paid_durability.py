@@ -163,7 +163,7 @@ def test_idempotency_claim_is_released_when_the_intent_cannot_be_written(tmp_pat
             "SORA_PROXY_SPOOL_DIR": str(tmp_path / "spool"),
         })
         client = app.test_client()
-        store = app.extensions["sora_proxy"].store
+        store = app.extensions["sora_proxy"].records.store
         original = store.begin_intent
 
         def failing_intent(intent, *, ttl):
@@ -177,7 +177,7 @@ def test_idempotency_claim_is_released_when_the_intent_cannot_be_written(tmp_pat
         assert upstream.state.requests == []
         store.begin_intent = original
         redis.start()
-        app.extensions["sora_proxy"].writes.replay()
+        app.extensions["sora_proxy"].records.writes.replay()
         accepted = client.post("/v1/videos", json={"prompt": "p"}, headers=headers)
         assert accepted.status_code == 200, accepted.get_data(as_text=True)
         assert len(upstream.state.requests) == 1

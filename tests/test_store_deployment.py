@@ -90,6 +90,6 @@ def test_sqlite_store_unwritable_is_503(upstream, tmp_path):
 
     shutil.rmtree(store_dir)
     (tmp_path / "store").write_text("not a directory any more")
-    app.extensions["sora_proxy"].store.close()
+    app.extensions["sora_proxy"].records.store.close()
     response = client.get("/v1/videos", headers=AUTH)
     assert response.status_code == 503

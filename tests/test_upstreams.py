@@ -224,7 +224,7 @@ def test_no_failover_once_the_request_was_sent(tmp_path, openai_sim):
 
 def test_single_upstream_settings_are_a_one_entry_catalog(make_app, upstream):
     app = make_app()
-    catalog = app.extensions["sora_proxy"].upstream.catalog
+    catalog = app.extensions["sora_proxy"].catalog
     assert list(catalog.upstreams) == ["default"]
     assert catalog.upstreams["default"].base_url == upstream.base_url
 
@@ -262,5 +262,5 @@ def test_upstream_keys_never_leak(client, openai_sim, azure_sim, caplog):
     client.post("/v1/videos", json={"prompt": "p", "model": "sora-2-pro"}, headers=CALLER)
     text = caplog.text + json.dumps(client.get("/v1/videos/models", headers=CALLER).get_json())
     state = client.application.extensions["sora_proxy"]
-    text += repr(state.upstream.catalog.upstreams)
+    text += repr(state.catalog.upstreams)
     assert OPENAI_KEY not in text and AZURE_KEY not in text

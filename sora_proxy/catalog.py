@@ -1,11 +1,11 @@
-"""The upstreams the proxy may use: where, how they authenticate, which models they offer.
+"""The upstreams the proxy may use: where they are, which models they offer, in what order.
 
 One upstream comes from ``SORA_PROXY_UPSTREAM_URL`` (+ ``_API_KEY``); several from the TOML
-file named by ``SORA_PROXY_UPSTREAMS_FILE`` (stdlib ``tomllib``). Each has its own dialect: the
-auth header (``Authorization: Bearer`` or Azure's ``api-key``), extra query parameters
-(``api-version``), model renaming (the caller's ``sora-2`` may be the upstream's deployment
-``my-sora-deploy``), per-model sizes and seconds, the ``input_reference`` form it takes, its
-timeouts, and a priority and weight for choosing among upstreams that offer the same model.
+file named by ``SORA_PROXY_UPSTREAMS_FILE`` (stdlib ``tomllib``). Each has a name, a base URL,
+a key, extra query parameters (``api-version``), its models (the caller's ``sora-2`` may be the
+upstream's deployment ``my-sora-deploy``, with its own sizes and seconds), timeouts, a priority
+and weight for choosing among upstreams that offer the same model, and a dialect
+(:mod:`sora_proxy.dialects`) that knows how to speak to it.
 """
 
 from __future__ import annotations
@@ -15,66 +15,43 @@ import random
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
+from .dialects import DIALECTS, Dialect, Fail, OpenAIDialect
 from .errors import ConfigError, InvalidRequest
 from .settings import Settings
-from .sizing import ALLOWED_SECONDS, MODEL_SIZES, OFFERED_MODELS, model_family
+from .sizing import (
+    ALLOWED_SECONDS,
+    DEFAULT_MODEL,
+    MODEL_SIZES,
+    OFFERED_MODELS,
+    ModelRoute,
+    model_family,
+)
 
 FILE_KEY = "SORA_PROXY_UPSTREAMS_FILE"
-AuthStyle = Literal["bearer", "api-key"]
-ReferenceForm = Literal["multipart", "json"]
 _UPSTREAM_KEYS = {
-    "name", "base_url", "auth", "api_key", "api_key_env", "query", "models", "reference_form",
+    "name", "base_url", "dialect", "api_key", "api_key_env", "query", "models",
     "connect_timeout", "read_timeout", "priority", "weight",
 }
 _MODEL_KEYS = {"deployment", "sizes", "seconds"}
 
 
 @dataclass(frozen=True)
-class ModelRoute:
-    """A model as callers name it, and what this upstream calls it and allows."""
-
-    name: str
-    deployment: str
-    sizes: tuple[str, ...]
-    seconds: tuple[str, ...]
-
-
-@dataclass(frozen=True)
 class Upstream:
-    """One upstream and its dialect. ``api_key`` never appears in ``repr``."""
+    """One upstream: where it is, its key (never in ``repr``), its models, and the dialect
+    that knows how to speak to it."""
 
     name: str
     base_url: str
-    auth: AuthStyle = "bearer"
+    connect_timeout: float
+    read_timeout: float
+    dialect: Dialect = field(default_factory=OpenAIDialect)
     api_key: str | None = field(default=None, repr=False)
     query: Mapping[str, str] = field(default_factory=dict)
     models: Mapping[str, ModelRoute] = field(default_factory=dict)
-    reference_form: ReferenceForm = "multipart"
-    connect_timeout: float = 10.0
-    read_timeout: float = 120.0
     priority: int = 0
     weight: float = 1.0
-
-    def url(self, path: str) -> str:
-        """``base_url`` joined with a path such as ``/videos/abc``."""
-        return self.base_url + path
-
-    def auth_headers(self, caller_authorization: str | None) -> dict[str, str]:
-        """The credential headers for this upstream (the caller's own in pass-through)."""
-        if self.api_key is None:
-            return {"Authorization": caller_authorization} if caller_authorization else {}
-        if self.auth == "api-key":
-            return {"api-key": self.api_key}
-        return {"Authorization": f"Bearer {self.api_key}"}
-
-    def caller_model(self, deployment: str) -> str | None:
-        """The caller-facing name of a deployment, when this upstream renames one."""
-        for route in self.models.values():
-            if route.deployment == deployment and route.name != deployment:
-                return route.name
-        return None
 
 
 class Catalog:
@@ -94,6 +71,11 @@ class Catalog:
                 seconds = _union(known.seconds if known else (), route.seconds)
                 merged[name] = ModelRoute(name, name, sizes, seconds)
         return merged
+
+    def default_upstream(self) -> Upstream:
+        """Where a job that names no model goes (uploaded edits, characters; the list without a
+        store): the first choice for the default model, which every catalog offers."""
+        return self.candidates(DEFAULT_MODEL, None, None)[0]
 
     def candidates(self, model: str, size: str | None, seconds: str | None) -> list[Upstream]:
         """The upstreams to try for a create, in order: lowest priority first, then a
@@ -146,8 +128,7 @@ def load_catalog(settings: Settings) -> Catalog:
     :raises ConfigError: one line naming the key (and the upstream) at fault.
     """
     if settings.upstreams_file is None:
-        if settings.upstream_url is None:
-            raise ConfigError("SORA_PROXY_UPSTREAM_URL", "is not set")
+        assert settings.upstream_url is not None  # load_settings requires one or the other
         models = {name: _default_route(name) for name in OFFERED_MODELS}
         return Catalog([Upstream(
             "default", settings.upstream_url, api_key=settings.upstream_api_key, models=models,
@@ -184,18 +165,17 @@ def _parse_upstream(entry: Any, index: int, settings: Settings) -> Upstream:
     def fail(problem: str) -> ConfigError:
         return ConfigError(FILE_KEY, f"upstream '{name}': {problem}")
 
-    unknown = set(entry) - _UPSTREAM_KEYS
+    dialect_name = entry.get("dialect", OpenAIDialect.name)
+    dialect_class = DIALECTS.get(dialect_name) if isinstance(dialect_name, str) else None
+    if dialect_class is None:
+        raise fail(f"dialect must be one of {', '.join(sorted(DIALECTS))}, not {dialect_name!r}")
+    unknown = set(entry) - _UPSTREAM_KEYS - dialect_class.config_keys
     if unknown:
         raise fail(f"unknown key(s) {', '.join(sorted(unknown))}")
     base_url = entry.get("base_url")
     if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
         raise fail("base_url must be an http(s) URL")
-    auth = entry.get("auth", "bearer")
-    if auth not in ("bearer", "api-key"):
-        raise fail(f"auth must be 'bearer' or 'api-key', not {auth!r}")
-    reference_form = entry.get("reference_form", "multipart")
-    if reference_form not in ("multipart", "json"):
-        raise fail("reference_form must be 'multipart' or 'json'")
+    dialect = dialect_class.from_config(entry, fail)
     query = entry.get("query", {})
     if not isinstance(query, dict) or not all(isinstance(v, str) for v in query.values()):
         raise fail("query must be a table of strings")
@@ -210,15 +190,15 @@ def _parse_upstream(entry: Any, index: int, settings: Settings) -> Upstream:
             raise fail(f"{key} must be a positive number")
         numbers[key] = value
     return Upstream(
-        name=name, base_url=base_url.rstrip("/"), auth=auth, api_key=_key(entry, fail),
-        query=dict(query), models=models, reference_form=reference_form,
+        name=name, base_url=base_url.rstrip("/"), dialect=dialect, api_key=_key(entry, fail),
+        query=dict(query), models=models,
         connect_timeout=float(numbers["connect_timeout"]),
         read_timeout=float(numbers["read_timeout"]),
         priority=int(numbers["priority"]), weight=float(numbers["weight"]),
     )
 
 
-def _key(entry: dict[str, Any], fail: Any) -> str | None:
+def _key(entry: dict[str, Any], fail: Fail) -> str | None:
     if "api_key" in entry and "api_key_env" in entry:
         raise fail("give api_key or api_key_env, not both")
     if "api_key_env" in entry:
@@ -233,7 +213,7 @@ def _key(entry: dict[str, Any], fail: Any) -> str | None:
     return key
 
 
-def _parse_models(raw: Any, fail: Any) -> dict[str, ModelRoute]:
+def _parse_models(raw: Any, fail: Fail) -> dict[str, ModelRoute]:
     if raw is None:
         return {name: _default_route(name) for name in OFFERED_MODELS}
     if not isinstance(raw, dict) or not raw:

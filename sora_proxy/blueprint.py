@@ -14,7 +14,6 @@ from werkzeug.exceptions import MethodNotAllowed as RoutingMethodNotAllowed
 from werkzeug.exceptions import NotFound as RoutingNotFound
 
 from . import health, views
-from .auth import Authenticator
 from .bodies import LARGE_BODY_BYTES
 from .errors import (
     MethodNotAllowed,
@@ -25,18 +24,8 @@ from .errors import (
     from_http_exception,
 )
 from .extension import proxy_state
-from .health import ReadinessProbe
-from .idempotency import Idempotency
 from .imagework import release_free_memory
-from .metrics import Metrics
 from .observability import begin_request, current_info, finish_request
-from .ownership import Ownership
-from .settings import Settings
-from .store import Store
-from .store.durable import DurableWrites
-from .store.spool import Spool
-from .upstream import UpstreamClient
-from .upstreams import Catalog
 
 log = logging.getLogger("sora_proxy")
 #: Every method the fallback answers (404, 405 or OPTIONS) in the envelope, so that none of
@@ -63,43 +52,6 @@ ROUTES = (
     ("/metrics", health.metrics, ["GET"]),
 )
 _FALLBACK_RULES = ("/v1/videos", "/v1/videos/<path:rest>", "/sora/v1/characters")
-
-
-class ProxyState:
-    """What the extension keeps per app, in ``app.extensions["sora_proxy"]``.
-
-    ``ownership`` and ``idempotency`` exist only with a store: when callers are identified
-    (keys or the host app's callback), or when several upstreams need each id routed back to
-    its own. With one upstream, pass-through and anonymous modes store nothing.
-    """
-
-    def __init__(
-        self,
-        settings: Settings,
-        authenticator: Authenticator,
-        catalog: Catalog,
-        store: Store | None = None,
-        *,
-        spool_dir: str = "sora_proxy-spool",
-    ) -> None:
-        self.settings = settings
-        self.authenticator = authenticator
-        self.upstream = UpstreamClient(settings, catalog)
-        self.store = store
-        self.writes = DurableWrites(store, Spool(spool_dir)) if store else None
-        self.ownership = Ownership(store, self.writes) if store and self.writes else None
-        # A claim outlives the slowest legitimate request, so a crashed worker's claim frees
-        # itself instead of blocking the key for the whole day.
-        in_flight_ttl = max(900.0, 2 * (settings.connect_timeout + settings.read_timeout))
-        self.idempotency = (
-            Idempotency(
-                store, self.writes, ttl=settings.idempotency_ttl, in_flight_ttl=in_flight_ttl
-            )
-            if store and self.writes
-            else None
-        )
-        self.metrics = Metrics() if settings.metrics else None
-        self.readiness = ReadinessProbe()
 
 
 def _fallback(rest: str = "") -> Response:

@@ -1,25 +1,29 @@
-"""Talking to upstreams: one pooled Session per worker, each upstream's auth and query,
-timeouts, failover before a byte is sent, and failures mapped to 502/504.
+"""Sending to upstreams: one pooled Session per worker, timeouts, failover before a byte is
+sent, and failures mapped to 502/504.
 
-How answers go back is :mod:`sora_proxy.streaming`'s job.
+What to send (URL, credentials, body form) is the upstream's dialect's to say
+(:mod:`sora_proxy.dialects`); how answers go back is :mod:`sora_proxy.streaming`'s job.
 """
 
 from __future__ import annotations
 
+import datetime
 import http.cookiejar
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable, Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+from werkzeug.datastructures import Headers
 
+from .catalog import Upstream
+from .dialects import Body, EncodedBody
 from .errors import ProxyError, UpstreamAuthFailed, UpstreamTimeout, UpstreamUnreachable
-from .settings import Settings
-from .upstreams import Catalog, Upstream
 
 log = logging.getLogger("sora_proxy.upstream")
 
@@ -59,23 +63,46 @@ def never_sent(error: requests.RequestException) -> bool:
     )
 
 
+def forwarded_headers(
+    incoming: Headers,
+    *,
+    read_whole: bool,
+    idempotency_key: str | None = None,
+    request_id: str | None = None,
+) -> dict[str, str]:
+    """The caller's end-to-end headers worth sending upstream, and the proxy's own.
+
+    :param read_whole: the proxy reads the answer (to record what it created), so it must
+        arrive as-is (identity), and the caller's own ``Idempotency-Key`` stays here: it is
+        replaced by ``idempotency_key``, scoped so two callers' keys never collide upstream.
+    """
+    headers = {name: incoming[name] for name in FORWARDED_REQUEST_HEADERS if name in incoming}
+    if read_whole:
+        headers["Accept-Encoding"] = "identity"
+        headers.pop("Idempotency-Key", None)
+    if idempotency_key:
+        headers["Idempotency-Key"] = idempotency_key
+    if request_id is not None:
+        headers["X-Request-ID"] = request_id
+    return headers
+
+
 class UpstreamClient:
-    """Sends requests to the catalog's upstreams over a Session made once per worker process.
+    """Sends requests to upstreams over a Session made once per worker process.
 
     gunicorn forks workers after the app is built (``preload_app``), and a pooled connection
     must never be shared across a fork, so the Session is made lazily per process id.
+
+    :param pool_maxsize: pooled connections per upstream host (keep ≥ the worker's threads).
+    :param pool_connections: how many hosts' pools are kept.
     """
 
-    def __init__(self, settings: Settings, catalog: Catalog) -> None:
-        self.settings = settings
-        self.catalog = catalog
+    def __init__(self, *, pool_maxsize: int, pool_connections: int = 4) -> None:
+        self.pool_maxsize = pool_maxsize
+        self.pool_connections = pool_connections
         self._lock = threading.Lock()
         self._session: requests.Session | None = None
         self._session_pid = -1
-
-    def upstreams(self) -> dict[str, Upstream]:
-        """Every configured upstream by name."""
-        return self.catalog.upstreams
 
     @property
     def session(self) -> requests.Session:
@@ -96,9 +123,7 @@ class UpstreamClient:
         session.cookies.set_policy(_NoCookies())
         session.headers.clear()
         adapter = HTTPAdapter(
-            pool_connections=max(4, len(self.catalog.upstreams)),
-            pool_maxsize=self.settings.pool_maxsize,
-            max_retries=0,
+            pool_connections=self.pool_connections, pool_maxsize=self.pool_maxsize, max_retries=0
         )
         session.mount("http://", adapter)
         session.mount("https://", adapter)
@@ -112,10 +137,11 @@ class UpstreamClient:
         *,
         headers: Mapping[str, str],
         params: Mapping[str, str] | None = None,
-        body: bytes | Iterable[bytes] | None = None,
+        body: Body | None = None,
         caller_authorization: str | None = None,
     ) -> requests.Response:
-        """Send one request to ``upstream`` and return the streaming response.
+        """Send one request to ``upstream`` and return the streaming response (its
+        ``elapsed`` is the time to the response headers).
 
         The proxy never retries a request that may have reached the upstream: a POST may have
         started a paid generation. Failures become 502/504 errors which, on a POST, carry
@@ -133,23 +159,25 @@ class UpstreamClient:
         candidates: list[Upstream],
         method: str,
         path: str,
-        build: Callable[[Upstream], tuple[bytes, str]],
+        body: EncodedBody | Callable[[Upstream], EncodedBody],
         *,
         headers: Mapping[str, str],
         caller_authorization: str | None = None,
     ) -> tuple[Upstream, requests.Response]:
         """Send to the first candidate that accepts the connection.
 
+        :param body: the body, or how to encode it for each candidate (its dialect's form).
+
         The next candidate is tried only when the connection failed before any byte of the
         request was sent; once sent, a failure is final (no duplicate generations).
         """
         last: requests.RequestException | None = None
         for number, upstream in enumerate(candidates, start=1):
-            body, content_type = build(upstream)
+            encoded = body if isinstance(body, EncodedBody) else body(upstream)
             try:
                 response = self._request(
-                    upstream, method, path, {**headers, "Content-Type": content_type}, None,
-                    body, caller_authorization,
+                    upstream, method, path, {**headers, "Content-Type": encoded.content_type},
+                    None, encoded.content, caller_authorization,
                 )
                 return upstream, _refuse_key_rejection(upstream, response, method, path)
             except requests.RequestException as error:
@@ -168,27 +196,31 @@ class UpstreamClient:
         path: str,
         headers: Mapping[str, str],
         params: Mapping[str, str] | None,
-        body: bytes | Iterable[bytes] | None,
+        body: Body | None,
         caller_authorization: str | None,
     ) -> requests.Response:
-        outgoing = dict(headers)
-        outgoing.setdefault("Accept-Encoding", "identity")
-        outgoing.update(upstream.auth_headers(caller_authorization))
+        outgoing = upstream.dialect.request(
+            upstream, method, path, headers={"Accept-Encoding": "identity", **headers},
+            params=params, body=body, caller_authorization=caller_authorization,
+        )
         prepared = requests.PreparedRequest()
         prepared.prepare(
-            method=method,
-            url=upstream.url(path),
-            params={**upstream.query, **(params or {})},
-            data=body,
-            headers=outgoing,
+            method=outgoing.method,
+            url=outgoing.url,
+            params=dict(outgoing.params),
+            data=outgoing.body,
+            headers=dict(outgoing.headers),
         )
         # Straight to the pooled adapter: Session.request would merge environment settings,
         # session headers, cookies, auth and hooks the proxy never uses, and follow redirects
         # it must not follow; profiled, that merging was ~13% of a relayed GET's CPU.
         adapter = self.session.get_adapter(prepared.url or "")
-        return adapter.send(
+        started = time.perf_counter()
+        response = adapter.send(
             prepared, stream=True, timeout=(upstream.connect_timeout, upstream.read_timeout)
         )
+        response.elapsed = datetime.timedelta(seconds=time.perf_counter() - started)
+        return response
 
 
 def _refuse_key_rejection(
