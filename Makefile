@@ -17,7 +17,7 @@ $(BIN)/python:
 	  echo "make: python3 -m venv failed; installing Debian's python3-venv"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv \
 	  && $(PYTHON) -m venv $(VENV); }
-	@$(PIP) -q --upgrade pip
+	@$(PIP) -qq --upgrade pip
 
 # -qq: pip shows build-backend warnings even with -q, and setuptools always explains that an
 # install is editable; serving needs none of that (errors still show).
@@ -34,8 +34,13 @@ $(TEST_STAMP): setup.cfg pyproject.toml | $(BIN)/python
 serve: $(SERVE_STAMP)
 	$(BIN)/sora-proxy serve
 
+LINTED := sora_proxy tests wsgi.py config bench examples
+
+# ruff's rules and formatting on everything; mypy --strict on the package (pyproject.toml).
 lint: $(TEST_STAMP)
-	$(BIN)/ruff check sora_proxy tests wsgi.py config bench examples
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
+	$(BIN)/mypy
 
 test: lint
 	bash .ci/debian-packages

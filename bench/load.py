@@ -52,24 +52,37 @@ def parse_wrk(output: str) -> WrkResult:
     if not (rps and p50 and p99 and total):
         raise ValueError(f"unexpected wrk output:\n{output}")
     non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
-    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)",
-                       output)
+    errors = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
+    )
     return WrkResult(
-        requests_per_s=float(rps.group(1)), p50_ms=_ms(p50.group(1)), p99_ms=_ms(p99.group(1)),
-        requests=int(total.group(1)), non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
+        requests_per_s=float(rps.group(1)),
+        p50_ms=_ms(p50.group(1)),
+        p99_ms=_ms(p99.group(1)),
+        requests=int(total.group(1)),
+        non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
         socket_errors=sum(int(n) for n in errors.groups()) if errors else 0,
     )
 
 
-def run_wrk(url: str, headers: dict[str, str], *, connections: int, seconds: int,
-            threads: int = 2) -> WrkResult:
+def run_wrk(
+    url: str, headers: dict[str, str], *, connections: int, seconds: int, threads: int = 2
+) -> WrkResult:
     """``wrk -t{threads} -c{connections} -d{seconds}s --latency`` against ``url``."""
-    argv = ["wrk", f"-t{min(threads, connections)}", f"-c{connections}", f"-d{seconds}s",
-            "--latency", "--timeout", "10s"]
+    argv = [
+        "wrk",
+        f"-t{min(threads, connections)}",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "--latency",
+        "--timeout",
+        "10s",
+    ]
     for name, value in headers.items():
         argv += ["-H", f"{name}: {value}"]
-    done = subprocess.run([*argv, url], capture_output=True, text=True, timeout=seconds + 60,
-                          check=True)
+    done = subprocess.run(
+        [*argv, url], capture_output=True, text=True, timeout=seconds + 60, check=True
+    )
     return parse_wrk(done.stdout)
 
 
@@ -129,8 +142,9 @@ def create_video(base: str, headers: dict[str, str], *, attempts: int = 120) -> 
 
 def _connection(url: str, timeout: float) -> tuple[http.client.HTTPConnection, str]:
     parts = urlsplit(url)
-    connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port,
-                                            timeout=timeout)
+    connection = http.client.HTTPConnection(
+        parts.hostname or "127.0.0.1", parts.port, timeout=timeout
+    )
     return connection, parts.path + (f"?{parts.query}" if parts.query else "")
 
 
@@ -173,14 +187,22 @@ def download(url: str, headers: dict[str, str], *, timeout: float = 600) -> Tran
         connection.close()
 
 
-def multipart_video(boundary: str, size: int, block: bytes,
-                    fields: dict[str, str]) -> tuple[bytes, bytes, int]:
+def multipart_video(
+    boundary: str, size: int, block: bytes, fields: dict[str, str]
+) -> tuple[bytes, bytes, int]:
     """Head and tail of a multipart body with text ``fields`` and a ``size``-byte video part."""
-    head = b"".join(
-        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
-        for name, value in fields.items()
-    ) + (f'--{boundary}\r\nContent-Disposition: form-data; name="video"; '
-         'filename="bench.mp4"\r\nContent-Type: video/mp4\r\n\r\n').encode()
+    head = (
+        b"".join(
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+            ).encode()
+            for name, value in fields.items()
+        )
+        + (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="video"; '
+            'filename="bench.mp4"\r\nContent-Type: video/mp4\r\n\r\n'
+        ).encode()
+    )
     tail = f"\r\n--{boundary}--\r\n".encode()
     return head, tail, len(head) + size + len(tail)
 
@@ -193,8 +215,15 @@ def _blocks(size: int, block: bytes) -> Iterator[bytes]:
         sent += len(piece)
 
 
-def upload(url: str, headers: dict[str, str], size: int, block: bytes,
-           fields: dict[str, str], *, timeout: float = 600) -> Transfer:
+def upload(
+    url: str,
+    headers: dict[str, str],
+    size: int,
+    block: bytes,
+    fields: dict[str, str],
+    *,
+    timeout: float = 600,
+) -> Transfer:
     """POST a multipart body with a ``size``-byte video made of ``block`` and a Content-Length;
     time from the first byte sent to the whole answer read."""
     boundary = "sora-bench-boundary-7d1f"
@@ -203,8 +232,11 @@ def upload(url: str, headers: dict[str, str], size: int, block: bytes,
     started = time.perf_counter()
     try:
         connection.putrequest("POST", path)
-        for name, value in {**headers, "Content-Length": str(length),
-                            "Content-Type": f"multipart/form-data; boundary={boundary}"}.items():
+        for name, value in {
+            **headers,
+            "Content-Length": str(length),
+            "Content-Type": f"multipart/form-data; boundary={boundary}",
+        }.items():
             connection.putheader(name, value)
         connection.endheaders()
         sent_all = True

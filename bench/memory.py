@@ -52,8 +52,12 @@ def download(proxy_url: str, video_id: str, size: int) -> tuple[float, str]:
 def upload(proxy_url: str, size: int) -> float:
     body = VideoUpload(size, {"prompt": "bench"})
     started = time.perf_counter()
-    response = requests.post(f"{proxy_url}/v1/videos/edits", data=body, timeout=600,
-                             headers={"Content-Type": body.content_type})
+    response = requests.post(
+        f"{proxy_url}/v1/videos/edits",
+        data=body,
+        timeout=600,
+        headers={"Content-Type": body.content_type},
+    )
     elapsed = time.perf_counter() - started
     response.raise_for_status()
     return elapsed
@@ -67,9 +71,15 @@ def main() -> int:
     rows = []
     with SimulatorServer(seconds_per_step=0.05) as sim:
         log = Path(os.environ.get("TMPDIR", "/tmp")) / "sora-proxy-bench-memory.log"
-        proxy = Gunicorn({"SORA_PROXY_UPSTREAM_URL": sim.base_url,
-                          "SORA_PROXY_MAX_VIDEO_BYTES": str(size + 16 * MIB),
-                          "SORA_PROXY_ACCESS_LOG": ""}, log, workers=1)
+        proxy = Gunicorn(
+            {
+                "SORA_PROXY_UPSTREAM_URL": sim.base_url,
+                "SORA_PROXY_MAX_VIDEO_BYTES": str(size + 16 * MIB),
+                "SORA_PROXY_ACCESS_LOG": "",
+            },
+            log,
+            workers=1,
+        )
         try:
             time.sleep(0.5)
             (worker,) = children(proxy.process.pid)
@@ -97,8 +107,10 @@ def main() -> int:
     for name, nbytes, elapsed, before, peak in rows:
         growth = (peak - before) / 1e6
         worst = max(worst, growth)
-        print(f"| {name} | {nbytes // MIB} | {elapsed:.2f} | {nbytes / MIB / elapsed:.0f} | "
-              f"{before / 1e6:.1f} | {peak / 1e6:.1f} | {growth:.1f} |")
+        print(
+            f"| {name} | {nbytes // MIB} | {elapsed:.2f} | {nbytes / MIB / elapsed:.0f} | "
+            f"{before / 1e6:.1f} | {peak / 1e6:.1f} | {growth:.1f} |"
+        )
     print(f"\nlimit: growth < {LIMIT_MB} MB -> {'PASS' if worst < LIMIT_MB else 'FAIL'}")
     return 0 if worst < LIMIT_MB else 1
 

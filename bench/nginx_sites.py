@@ -34,8 +34,9 @@ VIDEO_JSON = (
 
 def nginx_binary() -> str:
     """The nginx executable (Debian puts it in /usr/sbin, which may not be on PATH)."""
-    found = shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK)
-                                      else None)
+    found = shutil.which("nginx") or (
+        "/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None
+    )
     if found is None:
         raise RuntimeError("nginx is not installed; `make bench` installs nginx-light")
     return found
@@ -72,13 +73,21 @@ def start_nginx(name: str, directory: Path, http_body: str, workers: int, port: 
     directory.mkdir(parents=True, exist_ok=True)
     config = directory / "nginx.conf"
     config.write_text(_main_config(directory, workers, http_body))
-    argv = [nginx_binary(), "-p", str(directory), "-c", str(config),
-            "-e", str(directory / "error.log")]
+    argv = [
+        nginx_binary(),
+        "-p",
+        str(directory),
+        "-c",
+        str(config),
+        "-e",
+        str(directory / "error.log"),
+    ]
     return Service(name, argv, port, directory / "nginx.out", stop_signal=signal.SIGQUIT)
 
 
-def upstream_front(directory: Path, simulator_port: int, sink_port: int, large_file: Path,
-                   workers: int = 2) -> Service:
+def upstream_front(
+    directory: Path, simulator_port: int, sink_port: int, large_file: Path, workers: int = 2
+) -> Service:
     """The fast upstream: canned retrieve, static content, edits to the sink, the rest to the
     simulator."""
     port = free_port()

@@ -67,9 +67,18 @@ class Service:
     :param stop_signal: the server's graceful-stop signal (SIGQUIT for nginx).
     """
 
-    def __init__(self, name: str, argv: list[str], port: int, log_path: Path, *,
-                 env: dict[str, str] | None = None, cwd: Path | None = None,
-                 stop_signal: int = signal.SIGTERM, start_timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        port: int,
+        log_path: Path,
+        *,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        stop_signal: int = signal.SIGTERM,
+        start_timeout: float = 60.0,
+    ) -> None:
         self.name = name
         self.port = port
         self.log_path = log_path
@@ -77,8 +86,13 @@ class Service:
         self._log = open(log_path, "wb")
         wrapped = ["timeout", "--kill-after=10", str(LIFETIME_S), *argv]
         self.process = subprocess.Popen(
-            wrapped, env=env, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
+            wrapped,
+            env=env,
+            cwd=cwd,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
         try:
             self._wait_for_port(start_timeout)
@@ -95,15 +109,18 @@ class Service:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n"
-                                   f"{self.log_tail()}")
+                raise RuntimeError(
+                    f"{self.name} exited with {self.process.returncode}:\n{self.log_tail()}"
+                )
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
                 return
             except OSError:
                 time.sleep(0.1)
-        raise RuntimeError(f"{self.name}: nothing listening on {self.port} after {timeout:.0f}s:"
-                           f"\n{self.log_tail()}")
+        raise RuntimeError(
+            f"{self.name}: nothing listening on {self.port} after {timeout:.0f}s:"
+            f"\n{self.log_tail()}"
+        )
 
     def pids(self) -> list[int]:
         """The server's own processes: everything below the ``timeout`` wrapper."""

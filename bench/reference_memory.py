@@ -65,15 +65,17 @@ class Case:
         if self.form == "json":
             uri = "data:image/png;base64," + base64.b64encode(self.data).decode()
             return json.dumps({**FIELDS, "input_reference": uri}).encode(), "application/json"
-        return encode_multipart_formdata([*FIELDS.items(),
-                                          ("input_reference", ("reference", self.data))])
+        return encode_multipart_formdata(
+            [*FIELDS.items(), ("input_reference", ("reference", self.data))]
+        )
 
 
 def poster(url: str, body: tuple[bytes, str]) -> Callable[[], requests.Response]:
     """A function that posts ``body`` to ``url``'s create route."""
     content, content_type = body
-    return lambda: requests.post(f"{url}/v1/videos", data=content, timeout=120,
-                                 headers={"Content-Type": content_type})
+    return lambda: requests.post(
+        f"{url}/v1/videos", data=content, timeout=120, headers={"Content-Type": content_type}
+    )
 
 
 def noise_png(mode: str, size: tuple[int, int]) -> bytes:
@@ -87,21 +89,38 @@ def noise_png(mode: str, size: tuple[int, int]) -> bytes:
 def cases() -> list[Case]:
     """The worst cases: costly to decode, big on the wire, or hostile."""
     return [
-        Case("16-bit RGBA PNG 6324x6324 (decodes to 160 MB)", zero_png(6324, 6324, 16, 6),
-             "multipart"),
+        Case(
+            "16-bit RGBA PNG 6324x6324 (decodes to 160 MB)",
+            zero_png(6324, 6324, 16, 6),
+            "multipart",
+        ),
         Case("PNG bomb 50000x50000, 1-bit", zero_png(50000, 50000, 1, 0), "multipart"),
-        Case("RGBA PNG 4096x4096 (64 MiB decoded: the budget)", zero_png(4096, 4096, 8, 6),
-             "multipart"),
-        Case("WebP 2000x2000 (budgeted at 4x its 16 MB)", make_photo(2000, 2000, "WEBP"),
-             "multipart"),
-        Case("JPEG 6000x4000 baseline, must be fitted", make_photo(6000, 4000, "JPEG",
-                                                                    quality=90), "multipart"),
-        Case("JPEG 6000x4000 progressive", make_photo(6000, 4000, "JPEG", quality=90,
-                                                      progressive=True), "multipart"),
-        Case("RGBA noise PNG 1280x720, right size, JSON data URI", noise_png("RGBA", (1280, 720)),
-             "json"),
-        Case("RGB noise PNG 1600x900, fitted, JSON data URI", noise_png("RGB", (1600, 900)),
-             "json"),
+        Case(
+            "RGBA PNG 4096x4096 (64 MiB decoded: the budget)",
+            zero_png(4096, 4096, 8, 6),
+            "multipart",
+        ),
+        Case(
+            "WebP 2000x2000 (budgeted at 4x its 16 MB)", make_photo(2000, 2000, "WEBP"), "multipart"
+        ),
+        Case(
+            "JPEG 6000x4000 baseline, must be fitted",
+            make_photo(6000, 4000, "JPEG", quality=90),
+            "multipart",
+        ),
+        Case(
+            "JPEG 6000x4000 progressive",
+            make_photo(6000, 4000, "JPEG", quality=90, progressive=True),
+            "multipart",
+        ),
+        Case(
+            "RGBA noise PNG 1280x720, right size, JSON data URI",
+            noise_png("RGBA", (1280, 720)),
+            "json",
+        ),
+        Case(
+            "RGB noise PNG 1600x900, fitted, JSON data URI", noise_png("RGB", (1600, 900)), "json"
+        ),
     ]
 
 
@@ -152,19 +171,54 @@ def start(work: Path) -> tuple[Service, Service]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SORA_PROXY_")}
     sim_port = free_port()
     (work / "sim.conf.py").write_text("control_socket_disable = True\n")
-    simulator = Service("simulator", [
-        sys.executable, "-m", "gunicorn", "-c", str(work / "sim.conf.py"),
-        "-b", f"127.0.0.1:{sim_port}", "-w", "1", "-k", "gthread", "--threads", "16",
-        "sora_proxy.simulator:create_simulator_app(seconds_per_step=0.01)",
-    ], sim_port, work / "simulator.log", env=env, cwd=REPO)
+    simulator = Service(
+        "simulator",
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            str(work / "sim.conf.py"),
+            "-b",
+            f"127.0.0.1:{sim_port}",
+            "-w",
+            "1",
+            "-k",
+            "gthread",
+            "--threads",
+            "16",
+            "sora_proxy.simulator:create_simulator_app(seconds_per_step=0.01)",
+        ],
+        sim_port,
+        work / "simulator.log",
+        env=env,
+        cwd=REPO,
+    )
     port = free_port()
-    proxy_env = {**env, "SORA_PROXY_UPSTREAM_URL": f"{simulator.url}/v1",
-                 "SORA_PROXY_BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": "1",
-                 "SORA_PROXY_STORE_URL": f"sqlite:///{work / 'store.sqlite3'}",
-                 "SORA_PROXY_ACCESS_LOG": "", "SORA_PROXY_LOG_LEVEL": "warning"}
-    proxy = Service("sora_proxy", [
-        sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.conf.py", "wsgi:app",
-    ], port, work / "proxy.log", env=proxy_env, cwd=REPO)
+    proxy_env = {
+        **env,
+        "SORA_PROXY_UPSTREAM_URL": f"{simulator.url}/v1",
+        "SORA_PROXY_BIND": f"127.0.0.1:{port}",
+        "WEB_CONCURRENCY": "1",
+        "SORA_PROXY_STORE_URL": f"sqlite:///{work / 'store.sqlite3'}",
+        "SORA_PROXY_ACCESS_LOG": "",
+        "SORA_PROXY_LOG_LEVEL": "warning",
+    }
+    proxy = Service(
+        "sora_proxy",
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            "config/gunicorn.conf.py",
+            "wsgi:app",
+        ],
+        port,
+        work / "proxy.log",
+        env=proxy_env,
+        cwd=REPO,
+    )
     return simulator, proxy
 
 
@@ -197,32 +251,57 @@ def main() -> int:
                 else:
                     (proxy_ms,) = timed([send], args.runs)
                 verdict = "accepted" if status == 200 else "refused"
-                rows.append((case.name, f"{len(case.data) / MB:.2f}",
-                             f"{verdict} ({status}{', ' + code if code else ''})",
-                             f"{peak:.0f}", f"{after:.0f}", f"{proxy_ms:.0f}", added))
+                rows.append(
+                    (
+                        case.name,
+                        f"{len(case.data) / MB:.2f}",
+                        f"{verdict} ({status}{', ' + code if code else ''})",
+                        f"{peak:.0f}",
+                        f"{after:.0f}",
+                        f"{proxy_ms:.0f}",
+                        added,
+                    )
+                )
             for case in (all_cases[0], all_cases[2], all_cases[4], all_cases[6]):
                 send = poster(proxy.url, case.body())
 
                 def burst(once: Callable[[], requests.Response] = send) -> list[requests.Response]:
                     with ThreadPoolExecutor(CONCURRENT) as pool:
                         return list(pool.map(lambda _: once(), range(CONCURRENT)))
+
                 started = time.perf_counter()
                 peak, after, responses = measured(worker, burst)
                 elapsed = (time.perf_counter() - started - SETTLE_S) * 1000
                 assert isinstance(responses, list)
-                statuses = sorted({f"{r.status_code}{', ' + (error_code(r) or '')}".rstrip(", ")
-                                   for r in responses})
-                rows.append((f"{CONCURRENT} at once: {case.name}",
-                             f"{CONCURRENT} x {len(case.data) / MB:.2f}", "; ".join(statuses),
-                             f"{peak:.0f}", f"{after:.0f}", f"{elapsed:.0f} (all)", "-"))
+                statuses = sorted(
+                    {
+                        f"{r.status_code}{', ' + (error_code(r) or '')}".rstrip(", ")
+                        for r in responses
+                    }
+                )
+                rows.append(
+                    (
+                        f"{CONCURRENT} at once: {case.name}",
+                        f"{CONCURRENT} x {len(case.data) / MB:.2f}",
+                        "; ".join(statuses),
+                        f"{peak:.0f}",
+                        f"{after:.0f}",
+                        f"{elapsed:.0f} (all)",
+                        "-",
+                    )
+                )
         finally:
             proxy.stop()
             simulator.stop()
-    print("\nReference images through sora_proxy under gunicorn (1 gthread worker, 16 threads); "
-          f"worker RSS sampled every 20 ms; 'after' is {SETTLE_S:.1f} s after the answer; "
-          f"ms are medians of {args.runs}.\n")
-    print("| case | MB sent | proxy answer | peak RSS growth MB | RSS growth after MB | "
-          "proxy ms | ms added vs upstream alone |")
+    print(
+        "\nReference images through sora_proxy under gunicorn (1 gthread worker, 16 threads); "
+        f"worker RSS sampled every 20 ms; 'after' is {SETTLE_S:.1f} s after the answer; "
+        f"ms are medians of {args.runs}.\n"
+    )
+    print(
+        "| case | MB sent | proxy answer | peak RSS growth MB | RSS growth after MB | "
+        "proxy ms | ms added vs upstream alone |"
+    )
     print("|---|---:|---|---:|---:|---:|---|")
     for row in rows:
         print("| " + " | ".join(row) + " |")

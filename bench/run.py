@@ -87,12 +87,20 @@ def machine() -> str:
         if line.startswith("model name"):
             cpu = line.split(":", 1)[1].strip()
             break
-    mem = next((int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
-                if line.startswith("MemTotal")), 0)
+    mem = next(
+        (
+            int(line.split()[1])
+            for line in Path("/proc/meminfo").read_text().splitlines()
+            if line.startswith("MemTotal")
+        ),
+        0,
+    )
     debian = Path("/etc/debian_version")
     distro = f"Debian {debian.read_text().strip()}" if debian.exists() else platform.system()
-    return (f"{cpu}, {os.cpu_count()} cores, {mem / 2**20:.0f} GiB RAM, {distro}, "
-            f"Linux {platform.release()}")
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {mem / 2**20:.0f} GiB RAM, {distro}, "
+        f"Linux {platform.release()}"
+    )
 
 
 def write_large_file(path: Path, size: int) -> None:
@@ -102,8 +110,9 @@ def write_large_file(path: Path, size: int) -> None:
             out.write(chunk)
 
 
-def measure(system: systems.System, images: workloads.Images, plan: workloads.Plan,
-            results: dict[str, Any]) -> None:
+def measure(
+    system: systems.System, images: workloads.Images, plan: workloads.Plan, results: dict[str, Any]
+) -> None:
     """Run every workload against ``system``; a failing workload is recorded, not fatal."""
     try:
         video_id = create_video(system.url, system.headers)
@@ -128,8 +137,13 @@ def measure(system: systems.System, images: workloads.Images, plan: workloads.Pl
         print(f"  {system.label}: {name} done in {time.monotonic() - started:.1f}s", flush=True)
 
 
-def download_single_worker(work: Path, upstream: systems.System, plan: workloads.Plan,
-                           results: dict[str, Any], started: Any) -> None:
+def download_single_worker(
+    work: Path,
+    upstream: systems.System,
+    plan: workloads.Plan,
+    results: dict[str, Any],
+    started: Any,
+) -> None:
     """The download again on a one-process LiteLLM (its default), which has no supervisor
     to kill a worker that stops answering its health pings while it buffers the body."""
     print("LiteLLM's download failed; measuring it on a 1-worker LiteLLM", flush=True)
@@ -140,7 +154,8 @@ def download_single_worker(work: Path, upstream: systems.System, plan: workloads
         return
     started(system.service)
     results["systems"]["litellm_1w"] = {
-        "note": system.note + "; download only, run because the 2-worker download failed"}
+        "note": system.note + "; download only, run because the 2-worker download failed"
+    }
     try:
         video_id = create_video(system.url, system.headers)
         results["download"]["litellm_1w"] = workloads.download_content(system, video_id, plan)
@@ -169,31 +184,44 @@ def _notes(results: dict[str, Any]) -> list[str]:
         for form, title in report.CREATE_FORMS.items():
             fig = results["create"].get(key, {}).get(form)
             if isinstance(fig, dict) and not fig.get("ok"):
-                notes.append(f"{label}, create ({title}): status {fig['statuses']}: "
-                             f"{fig['detail'][:200]!r}")
+                notes.append(
+                    f"{label}, create ({title}): status {fig['statuses']}: {fig['detail'][:200]!r}"
+                )
         for workload in ("retrieve", "create", "download", "upload"):
             entry = results[workload].get(key)
             if isinstance(entry, dict) and "error" in entry:
                 notes.append(f"{label}, {workload}: {entry['error']}")
-            elif workload in ("download", "upload") and isinstance(entry, dict) and \
-                    not entry.get("ok"):
-                notes.append(f"{label}, {workload}: status {entry.get('status')}, "
-                             f"{entry.get('bytes')} bytes: {entry.get('detail', '')[:300]!r}")
+            elif (
+                workload in ("download", "upload")
+                and isinstance(entry, dict)
+                and not entry.get("ok")
+            ):
+                notes.append(
+                    f"{label}, {workload}: status {entry.get('status')}, "
+                    f"{entry.get('bytes')} bytes: {entry.get('detail', '')[:300]!r}"
+                )
                 if key == "litellm" and entry.get("workers_died"):
                     notes.append(
                         f"{label}, {workload}: with --num_workers > 1, uvicorn's supervisor "
                         "kills a worker that does not answer its health ping within 5 s "
                         "(timeout_worker_healthcheck), and a LiteLLM worker reading the whole "
-                        "body into memory stops answering; the client's connection drops.")
+                        "body into memory stops answering; the client's connection drops."
+                    )
     return notes
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="a short smoke run (3 s wrk, 4 creates, 128 MiB / 32 MB bodies)")
-    parser.add_argument("--only", default=",".join(CHOICES),
-                        help=f"comma-separated systems besides the upstream: {', '.join(CHOICES)}")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a short smoke run (3 s wrk, 4 creates, 128 MiB / 32 MB bodies)",
+    )
+    parser.add_argument(
+        "--only",
+        default=",".join(CHOICES),
+        help=f"comma-separated systems besides the upstream: {', '.join(CHOICES)}",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="where latest.* go")
     args = parser.parse_args()
     chosen = [s.strip() for s in args.only.split(",") if s.strip()]
@@ -204,12 +232,18 @@ def main() -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     began = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="sora-bench-"))
-    results: dict[str, Any] = {"systems": {}, "retrieve": {}, "create": {}, "download": {},
-                               "upload": {}}
+    results: dict[str, Any] = {
+        "systems": {},
+        "retrieve": {},
+        "create": {},
+        "download": {},
+        "upload": {},
+    }
     with ExitStack() as stack:
         stack.callback(shutil.rmtree, work, ignore_errors=True)
-        print(f"work directory {work}; writing the {plan.download_bytes >> 20} MiB body",
-              flush=True)
+        print(
+            f"work directory {work}; writing the {plan.download_bytes >> 20} MiB body", flush=True
+        )
         write_large_file(work / "large.mp4", plan.download_bytes)
         images = workloads.make_images()
 

@@ -50,12 +50,23 @@ class SinkHandler(http.server.BaseHTTPRequestHandler):
             received = self._drain_chunked()
         else:
             received = self._drain_length(int(self.headers.get("Content-Length") or 0))
-        body = json.dumps({
-            "id": f"video_{secrets.token_hex(16)}", "object": "video", "model": "sora-2",
-            "status": "queued", "progress": 0, "created_at": 1767225600, "completed_at": None,
-            "expires_at": None, "prompt": "bench", "size": "720x1280", "seconds": "4",
-            "remixed_from_video_id": None, "error": None,
-        }).encode()
+        body = json.dumps(
+            {
+                "id": f"video_{secrets.token_hex(16)}",
+                "object": "video",
+                "model": "sora-2",
+                "status": "queued",
+                "progress": 0,
+                "created_at": 1767225600,
+                "completed_at": None,
+                "expires_at": None,
+                "prompt": "bench",
+                "size": "720x1280",
+                "seconds": "4",
+                "remixed_from_video_id": None,
+                "error": None,
+            }
+        ).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))

@@ -30,15 +30,25 @@ LITELLM_MASTER_KEY = "sk-bench-litellm-0123456789abcdef0123456789abcdef"
 WORKERS = 2
 #: Any stray call to the internet (LiteLLM's cost map, an unrouted model) dies on this
 #: loopback port instead of leaving the machine.
-_NO_EGRESS = {"HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
-              "http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9",
-              "ALL_PROXY": "http://127.0.0.1:9", "NO_PROXY": "127.0.0.1,localhost",
-              "no_proxy": "127.0.0.1,localhost"}
+_NO_EGRESS = {
+    "HTTP_PROXY": "http://127.0.0.1:9",
+    "HTTPS_PROXY": "http://127.0.0.1:9",
+    "http_proxy": "http://127.0.0.1:9",
+    "https_proxy": "http://127.0.0.1:9",
+    "ALL_PROXY": "http://127.0.0.1:9",
+    "NO_PROXY": "127.0.0.1,localhost",
+    "no_proxy": "127.0.0.1,localhost",
+}
 
 ORDER = ("upstream", "sora_proxy", "sora_proxy_keyed", "nginx", "litellm", "litellm_1w")
-LABELS = {"upstream": "upstream alone", "sora_proxy": "sora_proxy",
-          "sora_proxy_keyed": "sora_proxy (keyed)", "nginx": "nginx", "litellm": "LiteLLM",
-          "litellm_1w": "LiteLLM (1 worker)"}
+LABELS = {
+    "upstream": "upstream alone",
+    "sora_proxy": "sora_proxy",
+    "sora_proxy_keyed": "sora_proxy (keyed)",
+    "nginx": "nginx",
+    "litellm": "LiteLLM",
+    "litellm_1w": "LiteLLM (1 worker)",
+}
 
 
 @dataclass
@@ -63,9 +73,12 @@ class System:
 
 
 def _env(extra: dict[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("SORA_PROXY_", "LITELLM_")) and k.lower() not in
-           ("http_proxy", "https_proxy", "all_proxy", "no_proxy")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SORA_PROXY_", "LITELLM_"))
+        and k.lower() not in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+    }
     env.update(_NO_EGRESS)
     env.update(extra)
     return env
@@ -77,54 +90,93 @@ def start_simulator(work: Path) -> Service:
     conf = work / "simulator.gunicorn.py"
     # No control socket (gunicorn >= 25 shares one path per user); older versions ignore it.
     conf.write_text("control_socket_disable = True\n")
-    argv = [sys.executable, "-m", "gunicorn", "-c", str(conf), "-b", f"127.0.0.1:{port}",
-            "-w", str(WORKERS), "-k", "gthread", "--threads", "8",
-            "sora_proxy.simulator:create_simulator_app(seconds_per_step=0.01)"]
-    return Service("simulator (gunicorn)", argv, port, work / "simulator.log",
-                   env=_env({}), cwd=REPO)
+    argv = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "-c",
+        str(conf),
+        "-b",
+        f"127.0.0.1:{port}",
+        "-w",
+        str(WORKERS),
+        "-k",
+        "gthread",
+        "--threads",
+        "8",
+        "sora_proxy.simulator:create_simulator_app(seconds_per_step=0.01)",
+    ]
+    return Service(
+        "simulator (gunicorn)", argv, port, work / "simulator.log", env=_env({}), cwd=REPO
+    )
 
 
 def start_sink(work: Path) -> Service:
     """The upload sink (``bench/sink.py``): reads whole bodies, answers a Video."""
     port = free_port()
-    return Service("upload sink", [sys.executable, str(BENCH / "sink.py"), str(port)], port,
-                   work / "sink.log", env=_env({}))
+    return Service(
+        "upload sink",
+        [sys.executable, str(BENCH / "sink.py"), str(port)],
+        port,
+        work / "sink.log",
+        env=_env({}),
+    )
 
 
 def start_upstream(work: Path, simulator: Service, sink: Service, large_file: Path) -> System:
     """The upstream alone: the nginx front (canned answers, static content) + simulator."""
-    service = upstream_front(work / "upstream-nginx", simulator.port, sink.port, large_file,
-                             WORKERS)
-    return System("upstream", service, {"Authorization": f"Bearer {UPSTREAM_KEY}"},
-                  f"nginx ({WORKERS} workers): canned Video JSON for retrieve, one static file "
-                  "by sendfile for content; edits relayed unbuffered to bench/sink.py (reads "
-                  "the whole body, then answers); create to the simulator")
+    service = upstream_front(
+        work / "upstream-nginx", simulator.port, sink.port, large_file, WORKERS
+    )
+    return System(
+        "upstream",
+        service,
+        {"Authorization": f"Bearer {UPSTREAM_KEY}"},
+        f"nginx ({WORKERS} workers): canned Video JSON for retrieve, one static file "
+        "by sendfile for content; edits relayed unbuffered to bench/sink.py (reads "
+        "the whole body, then answers); create to the simulator",
+    )
 
 
 def start_sora_proxy(work: Path, upstream: System, *, keyed: bool = False) -> System:
     """sora_proxy under gunicorn with the shipped config, pass-through or keyed."""
     port = free_port()
-    settings = {"SORA_PROXY_UPSTREAM_URL": f"{upstream.url}/v1",
-                "SORA_PROXY_BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": str(WORKERS),
-                "SORA_PROXY_ACCESS_LOG": ""}
+    settings = {
+        "SORA_PROXY_UPSTREAM_URL": f"{upstream.url}/v1",
+        "SORA_PROXY_BIND": f"127.0.0.1:{port}",
+        "WEB_CONCURRENCY": str(WORKERS),
+        "SORA_PROXY_ACCESS_LOG": "",
+    }
     if keyed:
-        settings.update({"SORA_PROXY_API_KEYS": f"bench:{CALLER_KEY}",
-                         "SORA_PROXY_UPSTREAM_API_KEY": UPSTREAM_KEY,
-                         "SORA_PROXY_STORE_URL": f"sqlite:///{work / 'sora_proxy.sqlite3'}"})
+        settings.update(
+            {
+                "SORA_PROXY_API_KEYS": f"bench:{CALLER_KEY}",
+                "SORA_PROXY_UPSTREAM_API_KEY": UPSTREAM_KEY,
+                "SORA_PROXY_STORE_URL": f"sqlite:///{work / 'sora_proxy.sqlite3'}",
+            }
+        )
     key = "sora_proxy_keyed" if keyed else "sora_proxy"
     argv = [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.conf.py", "wsgi:app"]
     service = Service(LABELS[key], argv, port, work / f"{key}.log", env=_env(settings), cwd=REPO)
     mode = "caller keys + upstream key + SQLite store" if keyed else "pass-through"
     token = CALLER_KEY if keyed else UPSTREAM_KEY
-    return System(key, service, {"Authorization": f"Bearer {token}"},
-                  f"gunicorn {WORKERS} gthread workers x 16 threads, {mode}")
+    return System(
+        key,
+        service,
+        {"Authorization": f"Bearer {token}"},
+        f"gunicorn {WORKERS} gthread workers x 16 threads, {mode}",
+    )
 
 
 def start_nginx(work: Path, upstream: System) -> System:
     """nginx as a plain reverse proxy to the upstream."""
     service = plain_proxy(work / "proxy-nginx", upstream.service.port, WORKERS)
-    return System("nginx", service, {"Authorization": f"Bearer {UPSTREAM_KEY}"},
-                  f"{WORKERS} workers, proxy_buffering off, keepalive upstream")
+    return System(
+        "nginx",
+        service,
+        {"Authorization": f"Bearer {UPSTREAM_KEY}"},
+        f"{WORKERS} workers, proxy_buffering off, keepalive upstream",
+    )
 
 
 def litellm_version() -> str | None:
@@ -143,11 +195,13 @@ def start_litellm(work: Path, upstream: System, workers: int = WORKERS) -> Syste
     """
     if litellm_version() is None:
         log = BENCH / ".litellm-install.log"
-        lines = [line for line in (log.read_text(errors="replace").splitlines()
-                                   if log.exists() else []) if "is ignored" not in line]
+        lines = [
+            line
+            for line in (log.read_text(errors="replace").splitlines() if log.exists() else [])
+            if "is ignored" not in line
+        ]
         why = f"; the install said: {lines[-1].strip()}" if lines else ""
-        raise RuntimeError(f"LiteLLM is not installed at {LITELLM_BIN} (bench/install.sh)"
-                           + why)
+        raise RuntimeError(f"LiteLLM is not installed at {LITELLM_BIN} (bench/install.sh)" + why)
     port = free_port()
     config = work / "litellm.yaml"
     config.write_text(f"""\
@@ -162,14 +216,28 @@ litellm_settings:
 general_settings:
   master_key: {LITELLM_MASTER_KEY}
 """)
-    argv = [str(LITELLM_BIN), "--config", str(config), "--host", "127.0.0.1",
-            "--port", str(port), "--num_workers", str(workers)]
+    argv = [
+        str(LITELLM_BIN),
+        "--config",
+        str(config),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--num_workers",
+        str(workers),
+    ]
     env = _env({"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR"})
     key = "litellm" if workers > 1 else "litellm_1w"
-    service = Service(LABELS[key], argv, port, work / f"{key}.log", env=env, cwd=work,
-                      start_timeout=180)
-    return System(key, service, {"Authorization": f"Bearer {LITELLM_MASTER_KEY}"},
-                  f"litellm[proxy] {litellm_version()}, uvicorn, {workers} worker(s), master key")
+    service = Service(
+        LABELS[key], argv, port, work / f"{key}.log", env=env, cwd=work, start_timeout=180
+    )
+    return System(
+        key,
+        service,
+        {"Authorization": f"Bearer {LITELLM_MASTER_KEY}"},
+        f"litellm[proxy] {litellm_version()}, uvicorn, {workers} worker(s), master key",
+    )
 
 
 STARTERS: dict[str, Callable[[Path, System], System]] = {

@@ -46,8 +46,16 @@ class Plan:
     repeat_below_s: float = 10.0
 
 
-QUICK = Plan(wrk_seconds=3, wrk_runs=1, wrk_warmup_seconds=1, create_count=4, create_warmup=1,
-             download_bytes=128 * MIB, upload_bytes=32 * 1000 * 1000, transfer_runs=1)
+QUICK = Plan(
+    wrk_seconds=3,
+    wrk_runs=1,
+    wrk_warmup_seconds=1,
+    create_count=4,
+    create_warmup=1,
+    download_bytes=128 * MIB,
+    upload_bytes=32 * 1000 * 1000,
+    transfer_runs=1,
+)
 
 
 @dataclass(frozen=True)
@@ -61,6 +69,7 @@ class Images:
 
 def make_images() -> Images:
     """Generate the PNGs (about 3.7 MB and 4.3 MB) with Pillow."""
+
     def png(image: Image.Image, level: int = 6) -> bytes:
         out = io.BytesIO()
         image.save(out, "PNG", compress_level=level)
@@ -82,17 +91,23 @@ def retrieve(system: System, video_id: str, plan: Plan) -> Figures:
     warm-up; the run with the median req/s is reported, with the range of all runs (how
     connections spread over a server's worker processes varies from run to run)."""
     url = f"{system.url}/v1/videos/{video_id}"
-    run_wrk(url, system.headers, connections=plan.connections[0],
-            seconds=plan.wrk_warmup_seconds)
+    run_wrk(url, system.headers, connections=plan.connections[0], seconds=plan.wrk_warmup_seconds)
     figures: Figures = {}
     for connections in plan.connections:
-        runs = sorted((run_wrk(url, system.headers, connections=connections,
-                               seconds=plan.wrk_seconds) for _ in range(plan.wrk_runs)),
-                      key=lambda run: run.requests_per_s)
+        runs = sorted(
+            (
+                run_wrk(url, system.headers, connections=connections, seconds=plan.wrk_seconds)
+                for _ in range(plan.wrk_runs)
+            ),
+            key=lambda run: run.requests_per_s,
+        )
         median = runs[len(runs) // 2]
         figures[f"c{connections}"] = {
-            "rps": median.requests_per_s, "p50_ms": median.p50_ms, "p99_ms": median.p99_ms,
-            "rps_min": runs[0].requests_per_s, "rps_max": runs[-1].requests_per_s,
+            "rps": median.requests_per_s,
+            "p50_ms": median.p50_ms,
+            "p99_ms": median.p99_ms,
+            "rps_min": runs[0].requests_per_s,
+            "rps_max": runs[-1].requests_per_s,
             "requests": sum(run.requests for run in runs),
             "non_2xx": sum(run.non_2xx for run in runs),
             "socket_errors": sum(run.socket_errors for run in runs),
@@ -101,9 +116,14 @@ def retrieve(system: System, video_id: str, plan: Plan) -> Figures:
 
 
 def _timed_figures(timed: Timed) -> Figures:
-    return {"median_ms": timed.median_ms, "min_ms": min(timed.latencies_ms),
-            "max_ms": max(timed.latencies_ms), "statuses": sorted(set(timed.statuses)),
-            "ok": timed.ok, "detail": timed.detail}
+    return {
+        "median_ms": timed.median_ms,
+        "min_ms": min(timed.latencies_ms),
+        "max_ms": max(timed.latencies_ms),
+        "statuses": sorted(set(timed.statuses)),
+        "ok": timed.ok,
+        "detail": timed.detail,
+    }
 
 
 def create(system: System, images: Images, plan: Plan) -> Figures:
@@ -120,22 +140,37 @@ def create(system: System, images: Images, plan: Plan) -> Figures:
     total = plan.create_warmup + plan.create_count
 
     def multipart(png: bytes) -> Timed:
-        return timed_posts(url, system.headers, total, data=fields,
-                           files={"input_reference": ("reference.png", png, "image/png")})
+        return timed_posts(
+            url,
+            system.headers,
+            total,
+            data=fields,
+            files={"input_reference": ("reference.png", png, "image/png")},
+        )
 
     def json_body(png: bytes) -> Timed:
-        return timed_posts(url, system.headers, total,
-                           json={**fields, "input_reference": data_uri(png)})
+        return timed_posts(
+            url, system.headers, total, json={**fields, "input_reference": data_uri(png)}
+        )
 
     if system.key == "upstream":
-        runs = {"json": multipart(images.exact), "multipart": multipart(images.exact),
-                "json_fit": multipart(images.fitted)}
+        runs = {
+            "json": multipart(images.exact),
+            "multipart": multipart(images.exact),
+            "json_fit": multipart(images.fitted),
+        }
     else:
-        runs = {"json": json_body(images.exact), "multipart": multipart(images.exact),
-                "json_fit": json_body(images.larger)}
-    return {form: _timed_figures(Timed(t.latencies_ms[plan.create_warmup:],
-                                       t.statuses[plan.create_warmup:], t.detail))
-            for form, t in runs.items()}
+        runs = {
+            "json": json_body(images.exact),
+            "multipart": multipart(images.exact),
+            "json_fit": json_body(images.larger),
+        }
+    return {
+        form: _timed_figures(
+            Timed(t.latencies_ms[plan.create_warmup :], t.statuses[plan.create_warmup :], t.detail)
+        )
+        for form, t in runs.items()
+    }
 
 
 def _sampled(system: System, run: Callable[[], Transfer]) -> Figures:
@@ -147,20 +182,27 @@ def _sampled(system: System, run: Callable[[], Transfer]) -> Figures:
         try:
             transfer = run()
         except (OSError, http.client.HTTPException) as error:
-            transfer = Transfer(0, 0, time.perf_counter() - started,
-                                f"{type(error).__name__}: {error}")
+            transfer = Transfer(
+                0, 0, time.perf_counter() - started, f"{type(error).__name__}: {error}"
+            )
     rss = sampler.serving()
     gone = sorted(set(pids) - set(system.service.pids()))
     detail = transfer.detail
     if gone:
-        peaks = ", ".join(f"pid {pid} (peak RSS {sampler.peak[pid] / 1e6:,.0f} MB)"
-                          for pid in gone)
+        peaks = ", ".join(f"pid {pid} (peak RSS {sampler.peak[pid] / 1e6:,.0f} MB)" for pid in gone)
         detail = f"server process exited during the transfer: {peaks}; {detail}"
-    return {"status": transfer.status, "bytes": transfer.nbytes, "seconds": transfer.seconds,
-            "mb_per_s": transfer.mb_per_s, "rss_before_mb": rss.before / 1e6,
-            "rss_peak_mb": rss.peak / 1e6, "rss_growth_mb": rss.growth / 1e6,
-            "ok": 200 <= transfer.status < 300 and not gone, "detail": detail,
-            "workers_died": len(gone)}
+    return {
+        "status": transfer.status,
+        "bytes": transfer.nbytes,
+        "seconds": transfer.seconds,
+        "mb_per_s": transfer.mb_per_s,
+        "rss_before_mb": rss.before / 1e6,
+        "rss_peak_mb": rss.peak / 1e6,
+        "rss_growth_mb": rss.growth / 1e6,
+        "ok": 200 <= transfer.status < 300 and not gone,
+        "detail": detail,
+        "workers_died": len(gone),
+    }
 
 
 def _repeated(plan: Plan, once: Callable[[], Figures]) -> Figures:
@@ -175,21 +217,29 @@ def _repeated(plan: Plan, once: Callable[[], Figures]) -> Figures:
     ordered = sorted(runs, key=lambda run: run["mb_per_s"])
     figures = dict(ordered[len(ordered) // 2])
     worst = max(runs, key=lambda run: run["rss_growth_mb"])
-    figures.update(runs=len(runs), mb_per_s_min=ordered[0]["mb_per_s"],
-                   mb_per_s_max=ordered[-1]["mb_per_s"],
-                   rss_before_mb=worst["rss_before_mb"], rss_peak_mb=worst["rss_peak_mb"],
-                   rss_growth_mb=worst["rss_growth_mb"])
+    figures.update(
+        runs=len(runs),
+        mb_per_s_min=ordered[0]["mb_per_s"],
+        mb_per_s_max=ordered[-1]["mb_per_s"],
+        rss_before_mb=worst["rss_before_mb"],
+        rss_peak_mb=worst["rss_peak_mb"],
+        rss_growth_mb=worst["rss_growth_mb"],
+    )
     return figures
 
 
 def download_content(system: System, video_id: str, plan: Plan) -> Figures:
     """Download the large body, the serving process's RSS sampled meanwhile."""
+
     def once() -> Figures:
-        figures = _sampled(system, lambda: download(
-            f"{system.url}/v1/videos/{video_id}/content", system.headers))
+        figures = _sampled(
+            system, lambda: download(f"{system.url}/v1/videos/{video_id}/content", system.headers)
+        )
         if figures["ok"] and figures["bytes"] != plan.download_bytes:
-            figures.update(ok=False, detail=f"{figures['bytes']} bytes received, "
-                                            f"{plan.download_bytes} expected")
+            figures.update(
+                ok=False,
+                detail=f"{figures['bytes']} bytes received, {plan.download_bytes} expected",
+            )
         return figures
 
     return _repeated(plan, once)
@@ -208,5 +258,12 @@ def upload_video(system: System, plan: Plan) -> Figures:
     fields = {"prompt": "Make it snow"}
     if system.key == "litellm":
         fields["model"] = "sora-2"
-    return _repeated(plan, lambda: _sampled(system, lambda: upload(
-        f"{system.url}/v1/videos/edits", system.headers, plan.upload_bytes, block, fields)))
+    return _repeated(
+        plan,
+        lambda: _sampled(
+            system,
+            lambda: upload(
+                f"{system.url}/v1/videos/edits", system.headers, plan.upload_bytes, block, fields
+            ),
+        ),
+    )

@@ -67,9 +67,7 @@ class SoraProxy:
         set_image_concurrency(settings.image_concurrency)
         authenticator = Authenticator(settings, self._authenticate)
         catalog = load_catalog(settings)
-        refuse_open_relay(
-            catalog, settings, identifies_callers=authenticator.identifies_callers
-        )
+        refuse_open_relay(catalog, settings, identifies_callers=authenticator.identifies_callers)
         records = None
         if authenticator.identifies_callers or len(catalog.upstreams) > 1:
             records = _open_records(settings, app.instance_path)

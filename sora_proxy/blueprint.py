@@ -112,13 +112,19 @@ def create_blueprint() -> Blueprint:
     for rule, view, methods in ROUTES:
         # No automatic OPTIONS: Flask's would list the fallback's methods in Allow too.
         blueprint.add_url_rule(
-            rule, endpoint=f"{view.__name__}", view_func=view, methods=methods,
+            rule,
+            endpoint=f"{view.__name__}",
+            view_func=view,
+            methods=methods,
             provide_automatic_options=False,
         )
     # Registered last: for a path and method a real route takes, the real route wins.
     for rule in _FALLBACK_RULES:
         blueprint.add_url_rule(
-            rule, endpoint="fallback", view_func=_fallback, methods=_ALL_METHODS,
+            rule,
+            endpoint="fallback",
+            view_func=_fallback,
+            methods=_ALL_METHODS,
             provide_automatic_options=False,
         )
     blueprint.before_request(begin_request)

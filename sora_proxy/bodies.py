@@ -186,9 +186,7 @@ def check_depth(value: Any, what: str, *, limit: int = MAX_DEPTH) -> None:
 
 
 def _too_deep(what: str, limit: int = MAX_DEPTH) -> InvalidRequest:
-    return InvalidRequest(
-        f"{what} is nested more than {limit} levels deep.", code="invalid_json"
-    )
+    return InvalidRequest(f"{what} is nested more than {limit} levels deep.", code="invalid_json")
 
 
 def _read_multipart(request: Request) -> FormBody:
@@ -211,8 +209,7 @@ def _read_multipart(request: Request) -> FormBody:
         except ValueError:
             if not form.started:
                 raise _invalid_multipart(
-                    "The multipart body has no part with the boundary its Content-Type "
-                    "declares."
+                    "The multipart body has no part with the boundary its Content-Type declares."
                 ) from None
             raise _invalid_multipart(
                 "The multipart body is malformed or ends before its closing boundary."
@@ -222,9 +219,7 @@ def _read_multipart(request: Request) -> FormBody:
     fields = nest_form_fields(form.text)
     for name in form.files:
         if name in fields:
-            raise InvalidRequest(
-                f"'{name}' is sent both as a file and as a text part.", param=name
-            )
+            raise InvalidRequest(f"'{name}' is sent both as a file and as a text part.", param=name)
     return FormBody(fields, form.files)
 
 
@@ -270,8 +265,11 @@ class _FormCollector:
                 )
             spooled = tempfile.SpooledTemporaryFile(max_size=MIB)
             self.files[event.name] = FileStorage(
-                stream=spooled, filename=event.filename, name=event.name,
-                content_type=event.headers.get("Content-Type"), headers=event.headers,
+                stream=spooled,
+                filename=event.filename,
+                name=event.name,
+                content_type=event.headers.get("Content-Type"),
+                headers=event.headers,
             )
 
     def _data(self, event: Data) -> None:
@@ -306,7 +304,8 @@ def nest_form_fields(items: Iterable[tuple[str, str]]) -> dict[str, Any]:
         if len(path) > MAX_DEPTH:
             raise InvalidRequest(
                 f"Form part name '{name[:64]}…' is nested more than {MAX_DEPTH} levels deep.",
-                param=name[:64], code="invalid_multipart",
+                param=name[:64],
+                code="invalid_multipart",
             )
         _place(result, path, value, name)
     return result

@@ -31,8 +31,17 @@ from .sizing import (
 
 FILE_KEY = "SORA_PROXY_UPSTREAMS_FILE"
 _UPSTREAM_KEYS = {
-    "name", "base_url", "dialect", "api_key", "api_key_env", "query", "models",
-    "connect_timeout", "read_timeout", "priority", "weight",
+    "name",
+    "base_url",
+    "dialect",
+    "api_key",
+    "api_key_env",
+    "query",
+    "models",
+    "connect_timeout",
+    "read_timeout",
+    "priority",
+    "weight",
 }
 _MODEL_KEYS = {"deployment", "sizes", "seconds"}
 
@@ -90,7 +99,8 @@ class Catalog:
                 param="model",
             )
         fitting = [
-            u for u in offering
+            u
+            for u in offering
             if (size is None or size in u.models[model].sizes)
             and (seconds is None or seconds in u.models[model].seconds)
         ]
@@ -130,10 +140,18 @@ def load_catalog(settings: Settings) -> Catalog:
     if settings.upstreams_file is None:
         assert settings.upstream_url is not None  # load_settings requires one or the other
         models = {name: _default_route(name) for name in OFFERED_MODELS}
-        return Catalog([Upstream(
-            "default", settings.upstream_url, api_key=settings.upstream_api_key, models=models,
-            connect_timeout=settings.connect_timeout, read_timeout=settings.read_timeout,
-        )])
+        return Catalog(
+            [
+                Upstream(
+                    "default",
+                    settings.upstream_url,
+                    api_key=settings.upstream_api_key,
+                    models=models,
+                    connect_timeout=settings.connect_timeout,
+                    read_timeout=settings.read_timeout,
+                )
+            ]
+        )
     try:
         with open(settings.upstreams_file, "rb") as file:
             document = tomllib.load(file)
@@ -181,20 +199,32 @@ def _parse_upstream(entry: Any, index: int, settings: Settings) -> Upstream:
         raise fail("query must be a table of strings")
     models = _parse_models(entry.get("models"), fail)
     numbers = {}
-    for key, default in (("connect_timeout", settings.connect_timeout),
-                         ("read_timeout", settings.read_timeout), ("priority", 0), ("weight", 1)):
+    for key, default in (
+        ("connect_timeout", settings.connect_timeout),
+        ("read_timeout", settings.read_timeout),
+        ("priority", 0),
+        ("weight", 1),
+    ):
         value = entry.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0 or (
-            key != "priority" and value == 0
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or value < 0
+            or (key != "priority" and value == 0)
         ):
             raise fail(f"{key} must be a positive number")
         numbers[key] = value
     return Upstream(
-        name=name, base_url=base_url.rstrip("/"), dialect=dialect, api_key=_key(entry, fail),
-        query=dict(query), models=models,
+        name=name,
+        base_url=base_url.rstrip("/"),
+        dialect=dialect,
+        api_key=_key(entry, fail),
+        query=dict(query),
+        models=models,
         connect_timeout=float(numbers["connect_timeout"]),
         read_timeout=float(numbers["read_timeout"]),
-        priority=int(numbers["priority"]), weight=float(numbers["weight"]),
+        priority=int(numbers["priority"]),
+        weight=float(numbers["weight"]),
     )
 
 

@@ -148,8 +148,9 @@ class UpstreamClient:
         ``x-should-retry: false`` so SDK retries cannot duplicate it either.
         """
         try:
-            response = self._request(upstream, method, path, headers, params, body,
-                                     caller_authorization)
+            response = self._request(
+                upstream, method, path, headers, params, body, caller_authorization
+            )
         except requests.RequestException as error:
             raise _as_proxy_error(error, upstream, method, path) from None
         return _refuse_key_rejection(upstream, response, method, path)
@@ -176,8 +177,13 @@ class UpstreamClient:
             encoded = body if isinstance(body, EncodedBody) else body(upstream)
             try:
                 response = self._request(
-                    upstream, method, path, {**headers, "Content-Type": encoded.content_type},
-                    None, encoded.content, caller_authorization,
+                    upstream,
+                    method,
+                    path,
+                    {**headers, "Content-Type": encoded.content_type},
+                    None,
+                    encoded.content,
+                    caller_authorization,
                 )
                 return upstream, _refuse_key_rejection(upstream, response, method, path)
             except requests.RequestException as error:
@@ -200,8 +206,13 @@ class UpstreamClient:
         caller_authorization: str | None,
     ) -> requests.Response:
         outgoing = upstream.dialect.request(
-            upstream, method, path, headers={"Accept-Encoding": "identity", **headers},
-            params=params, body=body, caller_authorization=caller_authorization,
+            upstream,
+            method,
+            path,
+            headers={"Accept-Encoding": "identity", **headers},
+            params=params,
+            body=body,
+            caller_authorization=caller_authorization,
         )
         prepared = requests.PreparedRequest()
         prepared.prepare(
@@ -237,7 +248,10 @@ def _refuse_key_rejection(
     response.close()
     log.error(
         "upstream %s refused the proxy's key (HTTP %d on %s %s): check its api_key",
-        upstream.name, response.status_code, method, path,
+        upstream.name,
+        response.status_code,
+        method,
+        path,
     )
     return_headers = {"x-should-retry": "false"} if method == "POST" else {}
     raise UpstreamAuthFailed(

@@ -47,13 +47,6 @@ _PRIVATE_NETWORKS = tuple(
     for net in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7")
 )
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
-_URLOPEN_OPTIONS = {
-    "retries": False,
-    "redirect": False,
-    "preload_content": False,
-    "decode_content": True,
-    "assert_same_host": False,
-}
 
 
 @dataclass(frozen=True)
@@ -240,7 +233,16 @@ def _request(
         timeout = Timeout(connect=min(policy.connect_timeout, remaining), read=remaining)
         pool = _pool(scheme, address, port, host, timeout)
         try:
-            response = pool.urlopen("GET", target, headers=headers, **_URLOPEN_OPTIONS)
+            response = pool.urlopen(
+                "GET",
+                target,
+                headers=headers,
+                retries=False,
+                redirect=False,
+                preload_content=False,
+                decode_content=True,
+                assert_same_host=False,
+            )
         except (HTTPError, OSError) as exc:
             pool.close()
             if isinstance(exc, ConnectTimeoutError):
@@ -249,6 +251,7 @@ def _request(
                 continue
             raise _failed(param, _describe(exc)) from None
         log.debug("%s://%s answered %d", scheme, host_header, response.status)
+        assert isinstance(response, HTTPResponse)  # preload_content=False: never a stub
         return pool, response
     raise _failed(param, "timed out" if timed_out else "connection failed")
 

@@ -96,9 +96,7 @@ class Idempotency:
 
     def finish(self, ticket: Ticket, response: StoredResponse) -> None:
         """Keep ``response`` as the answer for ``ticket``'s key (durably; never raises)."""
-        self.writes.finish_idempotency_key(
-            ticket.scope, ticket.fingerprint, response, ttl=self.ttl
-        )
+        self.writes.finish_idempotency_key(ticket.scope, ticket.fingerprint, response, ttl=self.ttl)
 
     def release(self, ticket: Ticket) -> None:
         """Free the key: the request failed before the upstream could have acted on it

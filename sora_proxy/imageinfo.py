@@ -22,8 +22,9 @@ SWAPPING_ORIENTATIONS = frozenset((5, 6, 7, 8))
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 #: PNG colour type -> the bit depths it allows.
 _PNG_DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}
-_JPEG_SOF = frozenset((0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE,
-                       0xCF))
+_JPEG_SOF = frozenset(
+    (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF)
+)
 _JPEG_PROGRESSIVE = frozenset((0xC2, 0xC6, 0xCA, 0xCE))
 _JPEG_BARE_MARKERS = frozenset((0x01, 0xD8, *range(0xD0, 0xD8)))
 _JPEG_FILL = re.compile(rb"\xff+")
@@ -113,12 +114,12 @@ def check_png_chunks(data: bytes) -> bytes | None:
         if pos + 12 > len(data):
             raise BadImage("truncated PNG: no IEND chunk")
         (length,) = struct.unpack_from(">I", data, pos)
-        kind = bytes(view[pos + 4:pos + 8])
+        kind = bytes(view[pos + 4 : pos + 8])
         end = pos + 8 + length
         if length > 0x7FFFFFFF or end + 4 > len(data):
             raise BadImage("truncated PNG chunk")
         (crc,) = struct.unpack_from(">I", data, end)
-        if zlib.crc32(view[pos + 4:end]) != crc:
+        if zlib.crc32(view[pos + 4 : end]) != crc:
             raise BadImage(f"PNG chunk {kind!r} fails its CRC")
         if first and kind != b"IHDR":
             raise BadImage("PNG does not start with IHDR")
@@ -126,7 +127,7 @@ def check_png_chunks(data: bytes) -> bytes | None:
         if kind == b"IDAT":
             seen_idat = True
         elif kind == b"eXIf" and exif is None:
-            exif = bytes(view[pos + 8:end])
+            exif = bytes(view[pos + 8 : end])
         elif kind == b"IEND":
             if not seen_idat:
                 raise BadImage("PNG has no image data")
@@ -166,7 +167,7 @@ def _jpeg_header(data: bytes) -> ImageInfo:
         if marker in (0xD9, 0xDA):
             raise BadImage("JPEG has no frame header before its scan")
         (length,) = struct.unpack_from(">H", data, pos)
-        segment = data[pos + 2:pos + length]
+        segment = data[pos + 2 : pos + length]
         if length < 2 or len(segment) != length - 2:
             raise BadImage("truncated JPEG segment")
         if marker == 0xE1 and exif is None and segment.startswith(b"Exif\x00\x00"):
@@ -178,8 +179,15 @@ def _jpeg_header(data: bytes) -> ImageInfo:
             )
             if not width or not height or not count or not all(h and v for h, v in sampling):
                 raise BadImage("JPEG frame header is malformed")
-            return ImageInfo("JPEG", width, height, 1 if count == 1 else 4, exif,
-                             progressive=marker in _JPEG_PROGRESSIVE, sampling=sampling)
+            return ImageInfo(
+                "JPEG",
+                width,
+                height,
+                1 if count == 1 else 4,
+                exif,
+                progressive=marker in _JPEG_PROGRESSIVE,
+                sampling=sampling,
+            )
         pos += length
 
 
@@ -190,15 +198,15 @@ def _webp_header(data: bytes) -> ImageInfo:
     size: tuple[int, int] | None = None
     exif: bytes | None = None
     while pos + 8 <= end:
-        kind = data[pos:pos + 4]
+        kind = data[pos : pos + 4]
         (length,) = struct.unpack_from("<I", data, pos + 4)
         body = pos + 8
         if body + length > end:
             raise BadImage("truncated WebP chunk")
         if size is None:
-            size = _webp_size(kind, data[body:body + min(length, 10)])
+            size = _webp_size(kind, data[body : body + min(length, 10)])
         elif kind == b"EXIF" and exif is None:
-            exif = data[body:body + length]
+            exif = data[body : body + length]
         pos = body + length + (length & 1)
     if size is None or not size[0] or not size[1]:
         raise BadImage("WebP has no image chunk")

@@ -147,8 +147,10 @@ def plan_decode(info: ImageInfo, wanted: Size) -> DecodePlan:
     if info.progressive:
         most_h = max(h for h, _ in info.sampling)
         most_v = max(v for _, v in info.sampling)
-        cost += sum(math.ceil(width * h / most_h / 8) * math.ceil(height * v / most_v / 8) * 128
-                    for h, v in info.sampling)
+        cost += sum(
+            math.ceil(width * h / most_h / 8) * math.ceil(height * v / most_v / 8) * 128
+            for h, v in info.sampling
+        )
     return DecodePlan(scale, size, cost)
 
 
@@ -181,8 +183,9 @@ def check_pixels(data: bytes, info: ImageInfo) -> None:
     decode(data, info, (1, 1)).close()
 
 
-def fit_and_encode(data: bytes, info: ImageInfo, target: Size, how: Fit, orientation: int,
-                   image_format: str) -> bytes:
+def fit_and_encode(
+    data: bytes, info: ImageInfo, target: Size, how: Fit, orientation: int, image_format: str
+) -> bytes:
     """Decode ``data``, scale it to exactly ``target`` (as displayed: upright) by ``how``, and
     encode it in ``image_format``. Meant to run in :meth:`ImageGate.run`."""
     stored = stored_target(target, orientation)
@@ -223,8 +226,10 @@ def _geometry(size: Size, target: Size, how: Fit) -> tuple[Size, Box]:
         left, top = (width - crop_w) / 2, (height - crop_h) / 2
         return target, (left, top, left + crop_w, top + crop_h)
     scale = min(target[0] / width, target[1] / height)
-    inner = (min(target[0], max(1, round(width * scale))),
-             min(target[1], max(1, round(height * scale))))
+    inner = (
+        min(target[0], max(1, round(width * scale))),
+        min(target[1], max(1, round(height * scale))),
+    )
     return inner, (0.0, 0.0, float(width), float(height))
 
 
@@ -250,8 +255,12 @@ def _reduced(image: Image.Image, box: Box, factor: int) -> tuple[Image.Image, Bo
         if factor > 1:
             strip = strip.reduce(factor)
         out.paste(strip, (0, (row - top) // factor))
-    reduced = ((box[0] - left) / factor, (box[1] - top) / factor,
-               (box[2] - left) / factor, (box[3] - top) / factor)
+    reduced = (
+        (box[0] - left) / factor,
+        (box[1] - top) / factor,
+        (box[2] - left) / factor,
+        (box[3] - top) / factor,
+    )
     return out, reduced
 
 
@@ -267,8 +276,9 @@ def _resample_mode(image: Image.Image) -> str:
 
 def _black(mode: str) -> int | tuple[int, ...]:
     """Opaque black in ``mode``."""
-    return {"RGB": (0, 0, 0), "RGBA": (0, 0, 0, 255), "LA": (0, 255),
-            "CMYK": (0, 0, 0, 255)}.get(mode, 0)
+    return {"RGB": (0, 0, 0), "RGBA": (0, 0, 0, 255), "LA": (0, 255), "CMYK": (0, 0, 0, 255)}.get(
+        mode, 0
+    )
 
 
 def encode(image: Image.Image, image_format: str) -> bytes:

@@ -46,14 +46,14 @@ def decode_data_uri(uri: str, *, max_bytes: int, param: str) -> bytes:
     """The bytes of a ``data:`` URI; the declared type is ignored (the bytes are sniffed)."""
     # The header is short: look for its end only near the start, never through the payload.
     comma = uri.find(",", 0, 1024)
-    params = [item.strip().lower() for item in uri[5:max(comma, 5)].split(";")[1:]]
+    params = [item.strip().lower() for item in uri[5 : max(comma, 5)].split(";")[1:]]
     if comma < 0 or "base64" not in params:
         raise InvalidRequest(
             f"{param} data URI must be base64-encoded (data:image/png;base64,...).",
             param=param,
             code="invalid_reference",
         )
-    return decode_base64(uri[comma + 1:], max_bytes=max_bytes, param=param)
+    return decode_base64(uri[comma + 1 :], max_bytes=max_bytes, param=param)
 
 
 def too_large(param: str, max_bytes: int) -> PayloadTooLarge:

@@ -30,26 +30,35 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         common: dict[str, Any] = {"registry": self.registry}
         self.requests = Counter(
-            "sora_proxy_requests", "Requests answered, by route, method, status and upstream.",
-            ["route", "method", "status", "upstream"], **common,
+            "sora_proxy_requests",
+            "Requests answered, by route, method, status and upstream.",
+            ["route", "method", "status", "upstream"],
+            **common,
         )
         self.upstream_latency = Histogram(
             "sora_proxy_upstream_latency_seconds",
             "Time from sending a request upstream to its response headers.",
-            ["route", "upstream"], buckets=_LATENCY_BUCKETS, **common,
+            ["route", "upstream"],
+            buckets=_LATENCY_BUCKETS,
+            **common,
         )
         self.bytes = Counter(
-            "sora_proxy_bytes", "Body bytes streamed, by direction (in: from callers).",
-            ["direction", "route"], **common,
+            "sora_proxy_bytes",
+            "Body bytes streamed, by direction (in: from callers).",
+            ["direction", "route"],
+            **common,
         )
         self.fetches_refused = Counter(
             "sora_proxy_reference_fetches_refused",
             "URL fetches refused or failed, by reason (refused, failed, too_large).",
-            ["reason"], **common,
+            ["reason"],
+            **common,
         )
         self.errors = Counter(
-            "sora_proxy_errors", "Error answers produced by the proxy, by code.",
-            ["code"], **common,
+            "sora_proxy_errors",
+            "Error answers produced by the proxy, by code.",
+            ["code"],
+            **common,
         )
 
     def observe_request(self, record: dict[str, Any]) -> None:
@@ -67,6 +76,6 @@ class Metrics:
         """The exposition text: every worker's samples under gunicorn, else this process's."""
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
             return generate_latest(registry), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

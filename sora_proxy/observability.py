@@ -44,7 +44,8 @@ class RequestInfo:
 
 def current_info() -> RequestInfo | None:
     """This request's :class:`RequestInfo` (``None`` for health and metrics routes)."""
-    return g.get("sora_proxy_info")
+    info = g.get("sora_proxy_info")
+    return info if isinstance(info, RequestInfo) else None
 
 
 def note_caller(name: str | None) -> None:
@@ -155,7 +156,9 @@ def finish_request(response: Response) -> Response:
         body.add_close_callback(
             lambda sent, error_code: _emit(
                 {**record, "error_code": error_code or record["error_code"]},
-                info.started, sent, metrics,
+                info.started,
+                sent,
+                metrics,
             )
         )
     else:

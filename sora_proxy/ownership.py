@@ -65,9 +65,7 @@ class Ownership:
             raise not_found(kind, resource_id)
         return record
 
-    def upstream_of(
-        self, owner: str, resource_id: str, kind: Kind, catalog: Catalog
-    ) -> Upstream:
+    def upstream_of(self, owner: str, resource_id: str, kind: Kind, catalog: Catalog) -> Upstream:
         """The upstream holding ``resource_id``, if ``owner`` owns it (else the 404)."""
         record = self.require(owner, resource_id, kind)
         upstream = catalog.upstreams.get(record.upstream)
@@ -136,8 +134,10 @@ class Ownership:
             raise InvalidRequest(
                 f"Invalid 'after': no video with id '{query.get('after')}'.", param="after"
             ) from None
-        data = [record.last_object or {"id": record.resource_id, "object": "video"}
-                for record in records]
+        data = [
+            record.last_object or {"id": record.resource_id, "object": "video"}
+            for record in records
+        ]
         return {
             "object": "list",
             "data": data,

@@ -102,15 +102,25 @@ def post(caller: Caller, paid: PaidRequest) -> Response:
 
 
 def _send(
-    state: ProxyState, caller: Caller, paid: PaidRequest, *, read_whole: bool,
+    state: ProxyState,
+    caller: Caller,
+    paid: PaidRequest,
+    *,
+    read_whole: bool,
     key: str | None = None,
 ) -> tuple[Upstream, requests.Response]:
     headers = forwarded_headers(
-        request.headers, read_whole=read_whole, idempotency_key=key,
+        request.headers,
+        read_whole=read_whole,
+        idempotency_key=key,
         request_id=current_request_id(),
     )
     upstream, response = state.client.send_first(
-        paid.candidates, "POST", paid.path, paid.body, headers=headers,
+        paid.candidates,
+        "POST",
+        paid.path,
+        paid.body,
+        headers=headers,
         caller_authorization=caller.upstream_authorization,
     )
     note_upstream(upstream.name, response)

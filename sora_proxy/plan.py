@@ -120,9 +120,12 @@ def plan_create(
     if settings.forward_metadata and params.get("metadata") is not None:
         fields["metadata"] = params["metadata"]
     extra_files = tuple(
-        (name, upload.filename or name,
-         read_upload(upload.stream, max_bytes=settings.max_reference_bytes, param=name),
-         upload.mimetype or None)
+        (
+            name,
+            upload.filename or name,
+            read_upload(upload.stream, max_bytes=settings.max_reference_bytes, param=name),
+            upload.mimetype or None,
+        )
         for name, upload in body.files.items()
         if name != REFERENCE_PARAM
     )

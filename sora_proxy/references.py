@@ -134,8 +134,9 @@ def load_image(data: bytes, *, param: str = PARAM) -> ReferenceImage:
     turn = orientation(exif)
     rotated = turn in SWAPPING_ORIENTATIONS
     size = VideoSize(info.height, info.width) if rotated else VideoSize(info.width, info.height)
-    return ReferenceImage(data, mime_type, size, turn, info, verified=info.format == "PNG",
-                          param=param)
+    return ReferenceImage(
+        data, mime_type, size, turn, info, verified=info.format == "PNG", param=param
+    )
 
 
 def read_upload(stream: IO[bytes], *, max_bytes: int, param: str = PARAM) -> bytes:
@@ -241,11 +242,16 @@ def fit_image(image: ReferenceImage, size: VideoSize | None, mode: str) -> Refer
     how: imagework.Fit = "contain" if mode == "contain" else "cover"
     target = (size.width, size.height)
     stored = imagework.stored_target(target, image.orientation)
-    _within_budget(image, imagework.plan_decode(
-        info, imagework.least_decoded_size(info, stored, how)))
+    _within_budget(
+        image, imagework.plan_decode(info, imagework.least_decoded_size(info, stored, how))
+    )
     image_format = info.format
-    data = _decoding(image, lambda: imagework.fit_and_encode(
-        image.data, info, target, how, image.orientation, image_format))
+    data = _decoding(
+        image,
+        lambda: imagework.fit_and_encode(
+            image.data, info, target, how, image.orientation, image_format
+        ),
+    )
     return ReferenceImage(data, image.mime_type, size, verified=True, param=image.param)
 
 
@@ -255,8 +261,15 @@ def _checked(image: ReferenceImage) -> ReferenceImage:
     info = _info(image)
     _within_budget(image, imagework.plan_decode(info, (1, 1)))
     _decoding(image, lambda: imagework.check_pixels(image.data, info))
-    return ReferenceImage(image.data, image.mime_type, image.size, image.orientation, info,
-                          verified=True, param=image.param)
+    return ReferenceImage(
+        image.data,
+        image.mime_type,
+        image.size,
+        image.orientation,
+        info,
+        verified=True,
+        param=image.param,
+    )
 
 
 def _info(image: ReferenceImage) -> ImageInfo:
@@ -290,8 +303,7 @@ def _decoding(image: ReferenceImage, job: Callable[[], T]) -> T:
         # Only when the host app set Pillow's own limit below ours.
         info = _info(image)
         raise InvalidRequest(
-            f"{image.param} is {info.width}x{info.height} pixels, more than this server "
-            "decodes.",
+            f"{image.param} is {info.width}x{info.height} pixels, more than this server decodes.",
             param=image.param,
             code="image_too_large",
         ) from None

@@ -17,10 +17,13 @@ from .bodies import MAX_DEPTH, check_depth
 from .errors import InvalidRequest
 from .sizing import ALLOWED_SECONDS
 
-_REQUIRED = {"required": "Missing required parameter.", "null": "May not be null."}
+_REQUIRED: dict[str, str | list[Any] | dict[Any, Any]] = {
+    "required": "Missing required parameter.",
+    "null": "May not be null.",
+}
 
 
-class SecondsField(fields.Field):
+class SecondsField(fields.Field[str]):
     """``seconds`` as a string or an integer (``8`` or ``"8"``), always loaded as a string.
 
     :param allowed: the accepted values, or ``None`` when the upstream's model decides (create).
@@ -39,7 +42,7 @@ class SecondsField(fields.Field):
         return text
 
 
-class JSONObjectField(fields.Field):
+class JSONObjectField(fields.Field[dict[str, Any]]):
     """An object, or a string holding a JSON object (multipart bodies can only send text)."""
 
     def _deserialize(
@@ -100,10 +103,11 @@ def load_or_raise(schema: Schema, data: Mapping[str, Any]) -> dict[str, Any]:
     (``metadata.output_config.aspect_ratio``).
     """
     try:
-        return schema.load(data)
+        loaded: dict[str, Any] = schema.load(data)
     except ValidationError as error:
         param, message = _first_error(error.messages)
         raise InvalidRequest(f"Invalid '{param}': {message}", param=param) from None
+    return loaded
 
 
 def load_output_config(metadata: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -117,11 +121,12 @@ def load_output_config(metadata: Mapping[str, Any] | None) -> dict[str, Any] | N
             param="metadata.output_config",
         )
     try:
-        return OutputConfigSchema().load(raw)
+        config: dict[str, Any] = OutputConfigSchema().load(raw)
     except ValidationError as error:
         param, message = _first_error(error.messages)
         full = f"metadata.output_config.{param}"
         raise InvalidRequest(f"Invalid '{full}': {message}", param=full) from None
+    return config
 
 
 def _first_error(messages: Any, path: str = "") -> tuple[str, str]:
@@ -215,7 +220,7 @@ class CharacterSchema(Schema):
     )
 
 
-class TimestampsField(fields.Field):
+class TimestampsField(fields.Field[tuple[float, float]]):
     """``"start,end"`` in seconds, with ``0 <= start < end``; loaded as ``(start, end)``."""
 
     def _deserialize(

@@ -102,9 +102,7 @@ def _boolean(config: Mapping[str, Any], name: str, default: bool) -> bool:
     raise ConfigError(PREFIX + name, "must be true or false")
 
 
-def _number(
-    config: Mapping[str, Any], name: str, default: float, *, integer: bool = False
-) -> Any:
+def _number(config: Mapping[str, Any], name: str, default: float, *, integer: bool = False) -> Any:
     value = _raw(config, name)
     if value is None or (isinstance(value, str) and not value.strip()):
         return default

@@ -178,8 +178,7 @@ def check_size(model: str, size: str, allowed: tuple[str, ...]) -> VideoSize:
     """Validate an explicit ``size`` for ``model``, which takes the ``allowed`` sizes."""
     if size not in allowed:
         raise InvalidRequest(
-            f"size '{size}' is not available for model '{model}'; "
-            f"use one of {', '.join(allowed)}.",
+            f"size '{size}' is not available for model '{model}'; use one of {', '.join(allowed)}.",
             param="size",
         )
     return VideoSize.parse(size)

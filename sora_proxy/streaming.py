@@ -38,6 +38,7 @@ _HOP_BY_HOP = frozenset(
 )
 _SERVER_OWNED = frozenset({"date", "server", "set-cookie"})
 
+
 def is_hop_by_hop(name: str, connection_header: str | None = None) -> bool:
     """True for hop-by-hop headers, including any the ``Connection`` header names."""
     lowered = name.lower()
@@ -148,9 +149,7 @@ def read_answer(
     finally:
         upstream.close()
     if len(body) > MAX_ANSWER_BYTES:
-        raise UpstreamUnreachable(
-            "The upstream's answer was unexpectedly large.", headers=no_retry
-        )
+        raise UpstreamUnreachable("The upstream's answer was unexpectedly large.", headers=no_retry)
     return upstream.status_code, answer_headers(upstream, method), body
 
 

@@ -16,7 +16,7 @@ import itertools
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import Any, Protocol
 
 from flask import Request
 from urllib3.fields import RequestField
@@ -50,6 +50,14 @@ __all__ = [
     "multipart_stream",
     "sniff_video_type",
 ]
+
+
+class Readable(Protocol):
+    """Anything with ``read(size) -> bytes``: a request stream, a file."""
+
+    def read(self, size: int = -1, /) -> bytes:
+        """Up to ``size`` bytes (``b""`` at the end)."""
+        ...
 
 
 @dataclass
@@ -147,6 +155,10 @@ class _Inspector:
                 ) from None
             self.text.append((self.current.name, value))
 
+    def done(self) -> bool:
+        """Whether the closing boundary was seen."""
+        return self.finished
+
     @property
     def sniffable(self) -> bool:
         return len(self.file_head) >= SNIFF_BYTES or (
@@ -166,7 +178,7 @@ class StreamedUpload:
 
     def __init__(
         self,
-        stream: IO[bytes],
+        stream: Readable,
         content_type: str,
         boundary: str,
         content_length: int | None,
@@ -265,11 +277,10 @@ class StreamedUpload:
         while not inspector.finished:
             chunk = self._read()
             inspector.feed(chunk or None)
-            if not chunk:
-                if not inspector.finished:
-                    raise _ended_early()
-                return
-            yield chunk
+            if chunk:
+                yield chunk
+            elif not inspector.done():  # feed() may have reached the closing boundary
+                raise _ended_early()
 
     def _read(self) -> bytes:
         chunk = self._stream.read(READ_SIZE)
@@ -370,7 +381,8 @@ def fetched_video_body(
     if video_type is None:
         raise InvalidRequest(
             f"{param} does not point at an MP4, QuickTime or WebM video.",
-            param=param, code="invalid_video",
+            param=param,
+            code="invalid_video",
         )
     file_chunks = checked_video_chunks(
         first, chunks, param=param, max_size=fetched.content_length or max_bytes

@@ -58,13 +58,17 @@ def create_video() -> Response:
     note_prompt(params)
     plan = plan_create(body, params, state.settings, state.catalog.models)
     _require_referenced(caller, params, plan)
-    return post(caller, PaidRequest(
-        "/videos", "video",
-        candidates=state.catalog.candidates(plan.model, plan.size, plan.seconds),
-        body=plan.encoded_for,
-        fingerprint=lambda: idempotency.fingerprint("create", params, body.file_digests()),
-        caller_model=params.get("model") or DEFAULT_MODEL,
-    ))
+    return post(
+        caller,
+        PaidRequest(
+            "/videos",
+            "video",
+            candidates=state.catalog.candidates(plan.model, plan.size, plan.seconds),
+            body=plan.encoded_for,
+            fingerprint=lambda: idempotency.fingerprint("create", params, body.file_digests()),
+            caller_model=params.get("model") or DEFAULT_MODEL,
+        ),
+    )
 
 
 def list_videos() -> Response:
@@ -127,10 +131,16 @@ def remix_video(video_id: str) -> Response:
     note_prompt(fields)
     upstream = _upstream_of(caller, video_id, "video")
     _require_referenced(caller, fields)
-    return post(caller, PaidRequest(
-        path, "video", [upstream], EncodedBody.json(fields),
-        fingerprint=lambda: idempotency.fingerprint(f"remix/{video_id}", fields),
-    ))
+    return post(
+        caller,
+        PaidRequest(
+            path,
+            "video",
+            [upstream],
+            EncodedBody.json(fields),
+            fingerprint=lambda: idempotency.fingerprint(f"remix/{video_id}", fields),
+        ),
+    )
 
 
 def edit_video() -> Response:
@@ -155,11 +165,17 @@ def _video_job(path: str, schema: type[Schema]) -> Response:
     note_prompt(head.fields)
     video = head.fields.get("video")
     by_id = video["id"] if isinstance(video, dict) and isinstance(video.get("id"), str) else None
-    return post(caller, PaidRequest(
-        path, "video", [_upstream_of(caller, by_id, "video")],
-        EncodedBody(upload.body(check), upload.content_type),
-        fingerprint=lambda: upload.fingerprint(path, head), upload=upload,
-    ))
+    return post(
+        caller,
+        PaidRequest(
+            path,
+            "video",
+            [_upstream_of(caller, by_id, "video")],
+            EncodedBody(upload.body(check), upload.content_type),
+            fingerprint=lambda: upload.fingerprint(path, head),
+            upload=upload,
+        ),
+    )
 
 
 def _video_job_by_id(path: str, schema: type[Schema], caller: Caller) -> Response:
@@ -169,10 +185,16 @@ def _video_job_by_id(path: str, schema: type[Schema], caller: Caller) -> Respons
         raise InvalidRequest("Missing required parameter: 'video'.", param="video")
     upstream = _upstream_of(caller, fields["video"]["id"], "video")
     _require_referenced(caller, fields)
-    return post(caller, PaidRequest(
-        path, "video", [upstream], EncodedBody.json(fields),
-        fingerprint=lambda: idempotency.fingerprint(path, fields),
-    ))
+    return post(
+        caller,
+        PaidRequest(
+            path,
+            "video",
+            [upstream],
+            EncodedBody.json(fields),
+            fingerprint=lambda: idempotency.fingerprint(path, fields),
+        ),
+    )
 
 
 class _VideoJobCheck:
@@ -201,12 +223,21 @@ def create_character() -> Response:
         raise InvalidRequest("Missing required parameter: 'video' (a video file).", param="video")
     load_or_raise(CharacterSchema(partial=True), head.fields)
     path = "/videos/characters"
-    return post(caller, PaidRequest(
-        path, "character", [_upstream_of(caller, None, "character")],
-        EncodedBody(upload.body(lambda fields: load_or_raise(CharacterSchema(), fields)),
-                    upload.content_type),
-        fingerprint=lambda: upload.fingerprint(path, head), upload=upload,
-    ))
+    return post(
+        caller,
+        PaidRequest(
+            path,
+            "character",
+            [_upstream_of(caller, None, "character")],
+            EncodedBody(upload.body(_check_character), upload.content_type),
+            fingerprint=lambda: upload.fingerprint(path, head),
+            upload=upload,
+        ),
+    )
+
+
+def _check_character(fields: dict[str, Any]) -> None:
+    load_or_raise(CharacterSchema(), fields)
 
 
 def get_character(character_id: str) -> Response:
@@ -229,20 +260,25 @@ def create_character_from_url() -> Response:
     policy = fetch_policy(settings, video=True)
     # Sent while the fetch is open: the fetched body streams into the upstream request.
     with open_url(url, policy, param="character_url") as fetched:
-        return post(caller, PaidRequest(
-            "/videos/characters", "character", [_upstream_of(caller, None, "character")],
-            fetched_video_body(text, fetched, param="character_url",
-                               max_bytes=settings.max_video_bytes),
-            fingerprint=lambda: idempotency.fingerprint("sora/characters", body),
-        ))
+        return post(
+            caller,
+            PaidRequest(
+                "/videos/characters",
+                "character",
+                [_upstream_of(caller, None, "character")],
+                fetched_video_body(
+                    text, fetched, param="character_url", max_bytes=settings.max_video_bytes
+                ),
+                fingerprint=lambda: idempotency.fingerprint("sora/characters", body),
+            ),
+        )
 
 
 def models() -> Response:
     """``GET /v1/videos/models``: the offered models with their sizes and seconds."""
     _caller()
     data = [
-        {"id": name, "object": "model", "sizes": list(route.sizes),
-         "seconds": list(route.seconds)}
+        {"id": name, "object": "model", "sizes": list(route.sizes), "seconds": list(route.seconds)}
         for name, route in sorted(proxy_state().catalog.models.items())
     ]
     return Response(json.dumps({"object": "list", "data": data}), mimetype="application/json")
@@ -277,21 +313,29 @@ def _require_referenced(
         # caller's: the same 404 as for an id that does not exist.
         raise NotFound(
             f"File with id '{plan.file_id}' not found.",
-            param="input_reference.file_id", code="file_not_found",
+            param="input_reference.file_id",
+            code="file_not_found",
         )
 
 
 def _send(
-    upstream: Upstream, method: str, path: str, caller: Caller,
+    upstream: Upstream,
+    method: str,
+    path: str,
+    caller: Caller,
     params: dict[str, Any] | None = None,
 ) -> requests.Response:
     """One request to ``upstream`` with this request's forwarded headers."""
     headers = forwarded_headers(
-        request.headers, read_whole=proxy_state().records is not None,
+        request.headers,
+        read_whole=proxy_state().records is not None,
         request_id=current_request_id(),
     )
     response = proxy_state().client.send(
-        upstream, method, path, headers=headers,
+        upstream,
+        method,
+        path,
+        headers=headers,
         params={key: str(value) for key, value in (params or {}).items()},
         caller_authorization=caller.upstream_authorization,
     )
@@ -300,7 +344,10 @@ def _send(
 
 
 def _stream(
-    upstream: Upstream, method: str, path: str, caller: Caller,
+    upstream: Upstream,
+    method: str,
+    path: str,
+    caller: Caller,
     params: dict[str, Any] | None = None,
 ) -> Response:
     """Send, and stream the answer back unchanged."""

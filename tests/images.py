@@ -25,8 +25,15 @@ def make_image(width: int, height: int, fmt: str = "PNG", *, split: bool = False
     return out.getvalue()
 
 
-def make_photo(width: int, height: int, fmt: str = "JPEG", *, mode: str = "RGB",
-               orientation: int | None = None, **save: object) -> bytes:
+def make_photo(
+    width: int,
+    height: int,
+    fmt: str = "JPEG",
+    *,
+    mode: str = "RGB",
+    orientation: int | None = None,
+    **save: object,
+) -> bytes:
     """A left-red / right-blue image with some noise (so it compresses like a photo, not to
     nothing), optionally tagged with an EXIF ``orientation``."""
     image = Image.new("RGB", (width, height), "blue")
@@ -58,8 +65,13 @@ def zero_png(width: int, height: int, depth: int = 8, colour: int = 2) -> bytes:
     pixels = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
     header = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0)
     palette = png_chunk(b"PLTE", bytes(3)) if colour == 3 else b""
-    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + palette
-            + png_chunk(b"IDAT", pixels) + png_chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", header)
+        + palette
+        + png_chunk(b"IDAT", pixels)
+        + png_chunk(b"IEND", b"")
+    )
 
 
 def data_uri(data: bytes, declared: str = "image/png") -> str:

@@ -19,7 +19,9 @@ SITE = REPO / "config" / "nginx" / "sora-proxy.conf"
 
 def nginx_binary() -> str:
     """The nginx executable; the tests never skip for want of it."""
-    found = shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
+    found = shutil.which("nginx") or (
+        "/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None
+    )
     if found is None:
         raise RuntimeError("nginx is not installed; `make test` installs it (Debian package nginx)")
     return found
@@ -28,8 +30,10 @@ def nginx_binary() -> str:
 def site_config(upstream: str, port: int, log_dir: Path) -> str:
     """The shipped site with its three documented substitutions (see the file's header)."""
     text = SITE.read_text()
-    for pattern, new in ((r"^(\s*)listen 80;", rf"\1listen 127.0.0.1:{port};"),
-                         (r"^(\s*)server 127\.0\.0\.1:8000;", rf"\1server {upstream};")):
+    for pattern, new in (
+        (r"^(\s*)listen 80;", rf"\1listen 127.0.0.1:{port};"),
+        (r"^(\s*)server 127\.0\.0\.1:8000;", rf"\1server {upstream};"),
+    ):
         text, count = re.subn(pattern, new, text, flags=re.MULTILINE)
         if count != 1:
             raise AssertionError(f"{SITE.name}: expected one line matching {pattern!r}")
@@ -52,9 +56,18 @@ class Nginx:
         (directory / "nginx.conf").write_text(self._main_config())
         self._out = open(directory / "nginx.out", "wb")  # noqa: SIM115
         self.process = subprocess.Popen(
-            [nginx_binary(), "-p", str(directory), "-c", str(directory / "nginx.conf"),
-             "-e", str(self.error_log)],
-            stdout=self._out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            [
+                nginx_binary(),
+                "-p",
+                str(directory),
+                "-c",
+                str(directory / "nginx.conf"),
+                "-e",
+                str(self.error_log),
+            ],
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             start_new_session=True,  # its own process group: a fallback kill reaches the worker
         )
         try:
@@ -111,8 +124,11 @@ http {{
         last byte went out, so a client may see the answer a moment before the line exists."""
         deadline = time.monotonic() + timeout
         while True:
-            found = [entry for entry in self.access_entries()
-                     if all(entry.get(key) == value for key, value in fields.items())]
+            found = [
+                entry
+                for entry in self.access_entries()
+                if all(entry.get(key) == value for key, value in fields.items())
+            ]
             if found or time.monotonic() > deadline:
                 break
             time.sleep(0.05)
@@ -120,8 +136,11 @@ http {{
         return found[0]
 
     def logs(self) -> str:
-        parts = [path.read_text(errors="replace")
-                 for path in (self.directory / "nginx.out", self.error_log) if path.exists()]
+        parts = [
+            path.read_text(errors="replace")
+            for path in (self.directory / "nginx.out", self.error_log)
+            if path.exists()
+        ]
         return "\n".join(parts)
 
     def stop(self) -> None:

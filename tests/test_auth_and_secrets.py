@@ -29,8 +29,9 @@ def test_missing_or_wrong_key_is_401_without_echo(make_app, upstream, header):
 
 def test_valid_key_sends_the_upstream_key_not_the_callers(make_app, upstream):
     client = keyed_client(make_app)
-    response = client.post("/v1/videos", json={"prompt": "p"},
-                           headers={"Authorization": f"Bearer {CALLER_KEY}"})
+    response = client.post(
+        "/v1/videos", json={"prompt": "p"}, headers={"Authorization": f"Bearer {CALLER_KEY}"}
+    )
     assert response.status_code == 200, response.get_json()
     (recorded,) = upstream.state.requests
     assert recorded.headers["Authorization"] == f"Bearer {UPSTREAM_KEY}"
@@ -46,28 +47,39 @@ def test_pass_through_forwards_the_callers_authorization(make_app, upstream):
 
 def test_upstream_key_without_caller_keys_refuses_to_start(upstream):
     with pytest.raises(ConfigError) as info:
-        create_app({"SORA_PROXY_UPSTREAM_URL": upstream.base_url,
-                    "SORA_PROXY_UPSTREAM_API_KEY": UPSTREAM_KEY})
+        create_app(
+            {
+                "SORA_PROXY_UPSTREAM_URL": upstream.base_url,
+                "SORA_PROXY_UPSTREAM_API_KEY": UPSTREAM_KEY,
+            }
+        )
     assert "SORA_PROXY_API_KEYS" in str(info.value)
     assert UPSTREAM_KEY not in str(info.value)
-    create_app({"SORA_PROXY_UPSTREAM_URL": upstream.base_url,
-                "SORA_PROXY_UPSTREAM_API_KEY": UPSTREAM_KEY,
-                "SORA_PROXY_ALLOW_ANONYMOUS": "true"})
+    create_app(
+        {
+            "SORA_PROXY_UPSTREAM_URL": upstream.base_url,
+            "SORA_PROXY_UPSTREAM_API_KEY": UPSTREAM_KEY,
+            "SORA_PROXY_ALLOW_ANONYMOUS": "true",
+        }
+    )
 
 
-@pytest.mark.parametrize(("key", "value"), [
-    ("UPSTREAM_URL", "ftp://example.invalid"),
-    ("UPSTREAM_URL", "not a url"),
-    ("UPSTREAM_URL", None),
-    ("REFERENCE_FIT", "stretch"),
-    ("MAX_REFERENCE_BYTES", "twenty"),
-    ("MAX_REFERENCE_BYTES", "-1"),
-    ("CONNECT_TIMEOUT", "0"),
-    ("READ_TIMEOUT", "soon"),
-    ("FETCH_ALLOW_PRIVATE", "maybe"),
-    ("ALLOW_ANONYMOUS", "sure"),
-    ("URL_PREFIX", "/a b"),
-])
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("UPSTREAM_URL", "ftp://example.invalid"),
+        ("UPSTREAM_URL", "not a url"),
+        ("UPSTREAM_URL", None),
+        ("REFERENCE_FIT", "stretch"),
+        ("MAX_REFERENCE_BYTES", "twenty"),
+        ("MAX_REFERENCE_BYTES", "-1"),
+        ("CONNECT_TIMEOUT", "0"),
+        ("READ_TIMEOUT", "soon"),
+        ("FETCH_ALLOW_PRIVATE", "maybe"),
+        ("ALLOW_ANONYMOUS", "sure"),
+        ("URL_PREFIX", "/a b"),
+    ],
+)
 def test_bad_settings_name_their_key(upstream, key, value):
     config = {"SORA_PROXY_UPSTREAM_URL": upstream.base_url, f"SORA_PROXY_{key}": value}
     with pytest.raises(ConfigError) as info:
@@ -90,15 +102,23 @@ def test_keys_never_appear_in_responses_or_logs(make_app, upstream, caplog):
     bodies = []
     from sora_proxy.simulator import FailureSpec
 
-    upstream.state.fail_next.append(FailureSpec(path_prefix="/v1/videos", method="POST", status=500))
+    upstream.state.fail_next.append(
+        FailureSpec(path_prefix="/v1/videos", method="POST", status=500)
+    )
     for body in ({"prompt": "p"}, {"prompt": "p"}, {"prompt": ""}, {"prompt": "p", "size": "9x9"}):
         response = client.post("/v1/videos", json=body, headers=auth)
         bodies.append(response.get_data(as_text=True) + str(response.headers))
-    bodies.append(client.post("/v1/videos", json={"prompt": "p"},
-                              headers={"Authorization": "Bearer nope"}).get_data(as_text=True))
-    broken = make_app(upstream_api_key=UPSTREAM_KEY, api_keys=CALLER_KEY,
-                      upstream_url="http://127.0.0.1:9/v1").test_client()
-    bodies.append(broken.post("/v1/videos", json={"prompt": "p"}, headers=auth).get_data(as_text=True))
+    bodies.append(
+        client.post(
+            "/v1/videos", json={"prompt": "p"}, headers={"Authorization": "Bearer nope"}
+        ).get_data(as_text=True)
+    )
+    broken = make_app(
+        upstream_api_key=UPSTREAM_KEY, api_keys=CALLER_KEY, upstream_url="http://127.0.0.1:9/v1"
+    ).test_client()
+    bodies.append(
+        broken.post("/v1/videos", json={"prompt": "p"}, headers=auth).get_data(as_text=True)
+    )
     logged = caplog.text + "".join(repr(record.__dict__) for record in caplog.records)
     for secret in (UPSTREAM_KEY, CALLER_KEY):
         assert secret not in logged

@@ -78,8 +78,11 @@ def test_internal_urls_are_refused_and_never_connected(make_app, upstream, canar
     client = make_app().test_client()  # FETCH_ALLOW_PRIVATE defaults to false
     url = template.format(port=canary.port)
     if shape == "multipart_text":
-        response = client.post("/v1/videos", data={"prompt": "p", "input_reference": url},
-                               content_type="multipart/form-data")
+        response = client.post(
+            "/v1/videos",
+            data={"prompt": "p", "input_reference": url},
+            content_type="multipart/form-data",
+        )
         param = "input_reference"
     else:
         value = url if shape == "string" else {"image_url": url}

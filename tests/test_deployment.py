@@ -42,13 +42,16 @@ def store_url(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def proxy(sim, store_url, tmp_path_factory):
-    server = Gunicorn({
-        "SORA_PROXY_UPSTREAM_URL": sim.base_url,
-        "SORA_PROXY_UPSTREAM_API_KEY": UPSTREAM_KEY,
-        "SORA_PROXY_API_KEYS": f"dep:{KEY}",
-        "SORA_PROXY_TRUSTED_PROXIES": "1",
-        "SORA_PROXY_STORE_URL": store_url,
-    }, tmp_path_factory.mktemp("gunicorn") / "gunicorn.log")
+    server = Gunicorn(
+        {
+            "SORA_PROXY_UPSTREAM_URL": sim.base_url,
+            "SORA_PROXY_UPSTREAM_API_KEY": UPSTREAM_KEY,
+            "SORA_PROXY_API_KEYS": f"dep:{KEY}",
+            "SORA_PROXY_TRUSTED_PROXIES": "1",
+            "SORA_PROXY_STORE_URL": store_url,
+        },
+        tmp_path_factory.mktemp("gunicorn") / "gunicorn.log",
+    )
     yield server
     log = server.stop()
     assert UPSTREAM_KEY not in log and KEY not in log
@@ -109,8 +112,9 @@ def test_200_mb_download_is_byte_for_byte(nginx, sim, store_url):
     own(store_url, video_id)
     digest = hashlib.sha256()
     received = 0
-    with requests.get(f"{nginx.url}/v1/videos/{video_id}/content", headers=AUTH,
-                      stream=True, timeout=60) as response:
+    with requests.get(
+        f"{nginx.url}/v1/videos/{video_id}/content", headers=AUTH, stream=True, timeout=60
+    ) as response:
         assert response.status_code == 200
         assert response.headers["Content-Length"] == str(size)
         assert response.headers["Content-Type"] == "video/mp4"
@@ -125,8 +129,11 @@ def test_200_mb_download_is_byte_for_byte(nginx, sim, store_url):
 def test_range_through_nginx(nginx, sim, store_url):
     video_id = sim.state.add_large_video(8 * MB, seed=5)
     own(store_url, video_id)
-    response = requests.get(f"{nginx.url}/v1/videos/{video_id}/content", timeout=30,
-                            headers={**AUTH, "Range": "bytes=100-1099"})
+    response = requests.get(
+        f"{nginx.url}/v1/videos/{video_id}/content",
+        timeout=30,
+        headers={**AUTH, "Range": "bytes=100-1099"},
+    )
     assert response.status_code == 206
     assert response.headers["Content-Range"] == f"bytes 100-1099/{8 * MB}"
     assert len(response.content) == 1000
@@ -134,8 +141,12 @@ def test_range_through_nginx(nginx, sim, store_url):
 
 def test_50_mb_upload_to_edits_is_streamed_byte_for_byte(nginx, sim):
     upload = VideoUpload(50 * MB, {"prompt": "Snow"})
-    response = requests.post(f"{nginx.url}/v1/videos/edits", data=upload, timeout=120,
-                             headers={**AUTH, "Content-Type": upload.content_type})
+    response = requests.post(
+        f"{nginx.url}/v1/videos/edits",
+        data=upload,
+        timeout=120,
+        headers={**AUTH, "Content-Type": upload.content_type},
+    )
     assert response.status_code == 200, response.text
     recorded = sim.state.requests[-1]
     assert recorded.path == "/v1/videos/edits"
@@ -151,14 +162,20 @@ def test_a_bad_upload_is_refused_while_it_is_still_being_sent(nginx, sim):
     # not a video, with 99 of the 100 announced MB never sent (nginx buffering the body would
     # wait for all of them).
     boundary = "bad-upload"
-    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"prompt\"\r\n\r\nSnow\r\n"
-            f"--{boundary}\r\nContent-Disposition: form-data; name=\"video\"; filename=\"a.mp4\"\r\n"
-            "Content-Type: video/mp4\r\n\r\n").encode()
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="prompt"\r\n\r\nSnow\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="video"; filename="a.mp4"\r\n'
+        "Content-Type: video/mp4\r\n\r\n"
+    ).encode()
     before = len(sim.state.requests)
     with socket.create_connection(("127.0.0.1", nginx.port), timeout=10) as conn:
-        conn.sendall(f"POST /v1/videos/edits HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {KEY}\r\n"
-                     f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
-                     f"Content-Length: {100 * MB}\r\n\r\n".encode() + head + bytes(MB))
+        conn.sendall(
+            f"POST /v1/videos/edits HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {KEY}\r\n"
+            f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+            f"Content-Length: {100 * MB}\r\n\r\n".encode()
+            + head
+            + bytes(MB)
+        )
         answer = conn.recv(65536)
     assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
     assert b"Content-Type: application/json" in answer.partition(b"\r\n\r\n")[0]
@@ -167,13 +184,17 @@ def test_a_bad_upload_is_refused_while_it_is_still_being_sent(nginx, sim):
 
 def test_client_address_and_request_id_reach_the_proxy_log(nginx, proxy):
     request_id = f"dep-test-{uuid.uuid4()}"
-    conn = http.client.HTTPConnection("127.0.0.1", nginx.port, timeout=10,
-                                      source_address=("127.0.0.2", 0))
+    conn = http.client.HTTPConnection(
+        "127.0.0.1", nginx.port, timeout=10, source_address=("127.0.0.2", 0)
+    )
     try:
         # A client-sent X-Forwarded-For must not decide the address (nginx appends the real
         # one; the proxy trusts only that last hop).
-        conn.request("GET", "/v1/videos?limit=5", headers={
-            **AUTH, "X-Request-ID": request_id, "X-Forwarded-For": "203.0.113.9"})
+        conn.request(
+            "GET",
+            "/v1/videos?limit=5",
+            headers={**AUTH, "X-Request-ID": request_id, "X-Forwarded-For": "203.0.113.9"},
+        )
         response = conn.getresponse()
         response.read()
     finally:
@@ -201,8 +222,9 @@ def test_nginx_does_not_read_ahead_and_a_leaving_client_stops_the_upstream(nginx
     video_id = sim.state.add_large_video(2048 * MB, seed=1)
     own(store_url, video_id)
     before = len(sim.state.content_streams)
-    with requests.get(f"{nginx.url}/v1/videos/{video_id}/content", headers=AUTH,
-                      stream=True, timeout=30) as response:
+    with requests.get(
+        f"{nginx.url}/v1/videos/{video_id}/content", headers=AUTH, stream=True, timeout=30
+    ) as response:
         assert response.status_code == 200
         assert len(response.raw.read(4 * MB, decode_content=False)) == 4 * MB
         # Let every buffer on the way fill up, then see how far the upstream got.
@@ -225,7 +247,9 @@ def test_nginx_answers_in_the_envelope_when_gunicorn_is_down(tmp_path):
     from servers import free_port
 
     with Nginx(f"127.0.0.1:{free_port()}", tmp_path) as down:
-        response = requests.post(f"{down.url}/v1/videos", json={"prompt": "p"}, headers=AUTH, timeout=10)
+        response = requests.post(
+            f"{down.url}/v1/videos", json={"prompt": "p"}, headers=AUTH, timeout=10
+        )
         assert response.status_code == 502
         assert response.json()["error"]["type"] == "server_error"
         assert response.headers["x-should-retry"] == "false"  # the SDK must not retry a POST
@@ -236,8 +260,9 @@ def test_nginx_answers_in_the_envelope_when_gunicorn_is_down(tmp_path):
 def test_metrics_are_only_served_to_this_host(nginx):
     # From this host the request reaches the proxy, which answers 404 (metrics are off here).
     for source, expected in (("127.0.0.2", 403), ("127.0.0.1", 404)):
-        conn = http.client.HTTPConnection("127.0.0.1", nginx.port, timeout=10,
-                                          source_address=(source, 0))
+        conn = http.client.HTTPConnection(
+            "127.0.0.1", nginx.port, timeout=10, source_address=(source, 0)
+        )
         try:
             conn.request("GET", "/metrics")
             status = conn.getresponse().status

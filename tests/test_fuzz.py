@@ -11,24 +11,62 @@ from sora_proxy import create_app
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=12,
 )
-KNOWN = ["prompt", "model", "size", "seconds", "metadata", "input_reference", "character_url",
-         "character_timestamps"]
+KNOWN = [
+    "prompt",
+    "model",
+    "size",
+    "seconds",
+    "metadata",
+    "input_reference",
+    "character_url",
+    "character_timestamps",
+]
 FIELD_VALUES = st.one_of(
     JSON,
-    st.sampled_from(["sora-2", "sora-2-pro", "1280x720", "720x1280", "1792x1024", "4", "8", "12",
-                     "data:image/png;base64,iVBORw0KGgo=", "http://127.0.0.1:9/x.png", "16:9"]),
-    st.fixed_dictionaries({"output_config": st.dictionaries(
-        st.sampled_from(["aspect_ratio", "resolution", "audio_generation"]), JSON)}),
+    st.sampled_from(
+        [
+            "sora-2",
+            "sora-2-pro",
+            "1280x720",
+            "720x1280",
+            "1792x1024",
+            "4",
+            "8",
+            "12",
+            "data:image/png;base64,iVBORw0KGgo=",
+            "http://127.0.0.1:9/x.png",
+            "16:9",
+        ]
+    ),
+    st.fixed_dictionaries(
+        {
+            "output_config": st.dictionaries(
+                st.sampled_from(["aspect_ratio", "resolution", "audio_generation"]), JSON
+            )
+        }
+    ),
     st.fixed_dictionaries({"image_url": JSON}),
     st.fixed_dictionaries({"file_id": JSON}),
 )
 BODIES = st.dictionaries(st.sampled_from(KNOWN) | st.text(max_size=12), FIELD_VALUES, max_size=6)
-PART_NAMES = st.sampled_from(KNOWN + ["input_reference[image_url]", "input_reference[file_id]",
-                                      "metadata[output_config][aspect_ratio]", "a[]", "a[b]",
-                                      "[x]", "x[", "tags[][z]"]) | st.text(max_size=10)
+PART_NAMES = st.sampled_from(
+    KNOWN
+    + [
+        "input_reference[image_url]",
+        "input_reference[file_id]",
+        "metadata[output_config][aspect_ratio]",
+        "a[]",
+        "a[b]",
+        "[x]",
+        "x[",
+        "tags[][z]",
+    ]
+) | st.text(max_size=10)
 
 
 def _client(upstream):
@@ -74,8 +112,12 @@ def test_random_raw_bytes_with_json_and_multipart_types(upstream):
     client = _client(upstream)
 
     @settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
-    @given(raw=st.binary(max_size=300), kind=st.sampled_from([
-        "application/json", "multipart/form-data; boundary=xyz", "multipart/form-data"]))
+    @given(
+        raw=st.binary(max_size=300),
+        kind=st.sampled_from(
+            ["application/json", "multipart/form-data; boundary=xyz", "multipart/form-data"]
+        ),
+    )
     def check(raw, kind):
         response = client.post("/v1/videos", data=raw, headers={"Content-Type": kind})
         assert response.status_code < 500, response.get_data(as_text=True)

@@ -16,11 +16,14 @@ from servers import REPO, Gunicorn
 
 @pytest.fixture
 def proxy(upstream, tmp_path):
-    server = Gunicorn({
-        "SORA_PROXY_UPSTREAM_URL": upstream.base_url,
-        "SORA_PROXY_UPSTREAM_API_KEY": UPSTREAM_KEY,
-        "SORA_PROXY_API_KEYS": CALLER_KEY,
-    }, tmp_path / "gunicorn.log")
+    server = Gunicorn(
+        {
+            "SORA_PROXY_UPSTREAM_URL": upstream.base_url,
+            "SORA_PROXY_UPSTREAM_API_KEY": UPSTREAM_KEY,
+            "SORA_PROXY_API_KEYS": CALLER_KEY,
+        },
+        tmp_path / "gunicorn.log",
+    )
     yield server
     log = server.stop()
     assert UPSTREAM_KEY not in log and CALLER_KEY not in log
@@ -38,7 +41,9 @@ def recorded_parts(upstream):
 def test_sdk_create_with_reference_file(proxy, upstream):
     png = make_image(1600, 900)
     video = sdk(proxy).videos.create(
-        prompt="A cat surfing", model="sora-2", seconds="8",
+        prompt="A cat surfing",
+        model="sora-2",
+        seconds="8",
         input_reference=("cat.png", io.BytesIO(png), "image/png"),
     )
     assert video.id.startswith("video_") and video.status == "queued"
@@ -52,8 +57,11 @@ def test_sdk_create_with_reference_file(proxy, upstream):
 def test_sdk_create_with_image_url_via_extra_body(proxy, upstream):
     jpeg = make_image(720, 1280, "JPEG")
     video = sdk(proxy).videos.create(
-        prompt="A dog", extra_body={"input_reference": {"image_url": data_uri(jpeg)},
-                                    "metadata": {"output_config": {"aspect_ratio": "9:16"}}},
+        prompt="A dog",
+        extra_body={
+            "input_reference": {"image_url": data_uri(jpeg)},
+            "metadata": {"output_config": {"aspect_ratio": "9:16"}},
+        },
     )
     assert video.size == "720x1280"
     parts = recorded_parts(upstream)
@@ -71,9 +79,15 @@ def test_sdk_sees_openai_errors(proxy, upstream):
 
 
 def test_raw_curl_style_json_through_gunicorn(proxy, upstream):
-    response = requests.post(proxy.url + "/v1/videos", json={
-        "prompt": "hello", "metadata": {"output_config": {"aspect_ratio": "16:9"}},
-    }, headers={"Authorization": f"Bearer {CALLER_KEY}"}, timeout=10)
+    response = requests.post(
+        proxy.url + "/v1/videos",
+        json={
+            "prompt": "hello",
+            "metadata": {"output_config": {"aspect_ratio": "16:9"}},
+        },
+        headers={"Authorization": f"Bearer {CALLER_KEY}"},
+        timeout=10,
+    )
     assert response.status_code == 200
     assert response.json()["size"] == "1280x720"
 
@@ -81,22 +95,37 @@ def test_raw_curl_style_json_through_gunicorn(proxy, upstream):
 def test_bad_setting_stops_gunicorn_with_one_line(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.conf.py", "wsgi:app"],
-        cwd=REPO, capture_output=True, text=True, timeout=60,
-        env={"PATH": "/usr/bin:/bin", "SORA_PROXY_UPSTREAM_URL": "http://127.0.0.1:9/v1",
-             "SORA_PROXY_REFERENCE_FIT": "stretch", "SORA_PROXY_BIND": "127.0.0.1:0"},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "SORA_PROXY_UPSTREAM_URL": "http://127.0.0.1:9/v1",
+            "SORA_PROXY_REFERENCE_FIT": "stretch",
+            "SORA_PROXY_BIND": "127.0.0.1:0",
+        },
     )
     assert result.returncode != 0
     lines = [line for line in result.stderr.splitlines() if "SORA_PROXY_" in line]
-    assert lines == ["sora-proxy: configuration error: SORA_PROXY_REFERENCE_FIT: must be one of "
-                     "cover, contain, reject, pass"]
+    assert lines == [
+        "sora-proxy: configuration error: SORA_PROXY_REFERENCE_FIT: must be one of "
+        "cover, contain, reject, pass"
+    ]
     assert "Traceback" not in result.stderr
 
 
 def test_cli_check_reports_one_line():
     result = subprocess.run(
-        [sys.executable, "-m", "sora_proxy.cli", "check"], capture_output=True, text=True,
-        env={"PATH": "/usr/bin:/bin", "SORA_PROXY_UPSTREAM_URL": "http://127.0.0.1:9/v1",
-             "SORA_PROXY_UPSTREAM_API_KEY": UPSTREAM_KEY}, timeout=60,
+        [sys.executable, "-m", "sora_proxy.cli", "check"],
+        capture_output=True,
+        text=True,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "SORA_PROXY_UPSTREAM_URL": "http://127.0.0.1:9/v1",
+            "SORA_PROXY_UPSTREAM_API_KEY": UPSTREAM_KEY,
+        },
+        timeout=60,
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]

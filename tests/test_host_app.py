@@ -23,13 +23,15 @@ def sim():
 
 @pytest.fixture
 def app(sim, tmp_path):
-    return create_host_app({
-        "TESTING": True,
-        "SECRET_KEY": "test-secret",
-        "SORA_PROXY_UPSTREAM_URL": sim.base_url,
-        "SORA_PROXY_UPSTREAM_API_KEY": UPSTREAM_KEY,
-        "SORA_PROXY_STORE_URL": f"sqlite:///{tmp_path / 'host.db'}",
-    })
+    return create_host_app(
+        {
+            "TESTING": True,
+            "SECRET_KEY": "test-secret",
+            "SORA_PROXY_UPSTREAM_URL": sim.base_url,
+            "SORA_PROXY_UPSTREAM_API_KEY": UPSTREAM_KEY,
+            "SORA_PROXY_STORE_URL": f"sqlite:///{tmp_path / 'host.db'}",
+        }
+    )
 
 
 def logged_in(app, user, password):
@@ -87,7 +89,9 @@ def test_each_user_sees_only_their_own_videos(app, sim):
 
     # Only ann's create and retrieve went upstream, with the upstream key and no cookie.
     assert [(r.method, r.path) for r in sim.state.requests] == [
-        ("POST", "/v1/videos"), ("GET", f"/v1/videos/{video_id}")]
+        ("POST", "/v1/videos"),
+        ("GET", f"/v1/videos/{video_id}"),
+    ]
     for recorded in sim.state.requests:
         assert recorded.header("Authorization") == f"Bearer {UPSTREAM_KEY}"
         assert recorded.header("Cookie") is None

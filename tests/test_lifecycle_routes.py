@@ -21,10 +21,17 @@ def completed(client, upstream):
     return video["id"]
 
 
-@pytest.mark.parametrize(("query", "param"), [
-    ("limit=0", "limit"), ("limit=101", "limit"), ("limit=x", "limit"),
-    ("order=up", "order"), ("after=../x", "after"), ("after=a%2Fb", "after"),
-])
+@pytest.mark.parametrize(
+    ("query", "param"),
+    [
+        ("limit=0", "limit"),
+        ("limit=101", "limit"),
+        ("limit=x", "limit"),
+        ("order=up", "order"),
+        ("after=../x", "after"),
+        ("after=a%2Fb", "after"),
+    ],
+)
 def test_list_query_is_validated(client, upstream, query, param):
     assert_error(client.get(f"/v1/videos?{query}"), 400, param)
     assert upstream.state.requests == []
@@ -67,19 +74,22 @@ def test_conditional_and_range_statuses_come_back_exactly(client, upstream):
     partial = client.get(f"/v1/videos/{video_id}/content", headers={"Range": "bytes=-10"})
     assert partial.status_code == 206 and partial.get_data() == MP4[-10:]
     assert partial.headers["Content-Range"] == f"bytes {len(MP4) - 10}-{len(MP4) - 1}/{len(MP4)}"
-    unsatisfiable = client.get(f"/v1/videos/{video_id}/content",
-                               headers={"Range": f"bytes={len(MP4) + 5}-"})
+    unsatisfiable = client.get(
+        f"/v1/videos/{video_id}/content", headers={"Range": f"bytes={len(MP4) + 5}-"}
+    )
     assert unsatisfiable.status_code == 416
     assert unsatisfiable.headers["Content-Range"] == f"bytes */{len(MP4)}"
-    stale = client.get(f"/v1/videos/{video_id}/content",
-                       headers={"Range": "bytes=0-9", "If-Range": '"other-etag"'})
+    stale = client.get(
+        f"/v1/videos/{video_id}/content", headers={"Range": "bytes=0-9", "If-Range": '"other-etag"'}
+    )
     assert stale.status_code == 200 and stale.get_data() == MP4
 
 
 def test_remix_accepts_multipart_and_sends_json(client, upstream):
     video_id = completed(client, upstream)
-    response = client.post(f"/v1/videos/{video_id}/remix", data={"prompt": "again"},
-                           content_type="multipart/form-data")
+    response = client.post(
+        f"/v1/videos/{video_id}/remix", data={"prompt": "again"}, content_type="multipart/form-data"
+    )
     assert response.status_code == 200
     recorded = upstream.state.requests[-1]
     assert recorded.headers["Content-Type"] == "application/json"
@@ -102,26 +112,43 @@ def test_edit_with_prompt_after_the_file_is_checked_at_the_end(client, upstream)
     # Field order: werkzeug's test client sends files after text; build the body by hand.
     boundary = "b0undary"
     body = (
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"video\"; filename=\"v.mp4\"\r\n"
-        "Content-Type: video/mp4\r\n\r\n"
-    ).encode() + MP4 + f"\r\n--{boundary}--\r\n".encode()
-    response = client.post("/v1/videos/edits", data=body,
-                           headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="video"; filename="v.mp4"\r\n'
+            "Content-Type: video/mp4\r\n\r\n"
+        ).encode()
+        + MP4
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    response = client.post(
+        "/v1/videos/edits",
+        data=body,
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
     assert_error(response, 400, "prompt")
     videos_before = len(upstream.state.videos)
-    assert not any(r.path == "/v1/videos/edits" and r.body_length == len(body)
-                   for r in upstream.state.requests)
+    assert not any(
+        r.path == "/v1/videos/edits" and r.body_length == len(body) for r in upstream.state.requests
+    )
     assert len(upstream.state.videos) == videos_before
 
 
-@pytest.mark.parametrize(("data", "param"), [
-    ({"prompt": "x", "video": (io.BytesIO(b"not a video at all, just text"), "v.mp4", "video/mp4")}, "video"),
-    ({"prompt": "x", "video[id]": "video_1", "video": (io.BytesIO(MP4), "v.mp4")}, "video"),
-    ({"prompt": "x"}, "video"),
-    ({"prompt": "", "video[id]": "video_1"}, "prompt"),
-    ({"prompt": "x", "video[id]": "../../etc"}, "video.id"),
-    ({"prompt": "x", "other": (io.BytesIO(MP4), "v.mp4")}, "other"),
-])
+@pytest.mark.parametrize(
+    ("data", "param"),
+    [
+        (
+            {
+                "prompt": "x",
+                "video": (io.BytesIO(b"not a video at all, just text"), "v.mp4", "video/mp4"),
+            },
+            "video",
+        ),
+        ({"prompt": "x", "video[id]": "video_1", "video": (io.BytesIO(MP4), "v.mp4")}, "video"),
+        ({"prompt": "x"}, "video"),
+        ({"prompt": "", "video[id]": "video_1"}, "prompt"),
+        ({"prompt": "x", "video[id]": "../../etc"}, "video.id"),
+        ({"prompt": "x", "other": (io.BytesIO(MP4), "v.mp4")}, "other"),
+    ],
+)
 def test_invalid_edits_never_reach_the_upstream(client, upstream, data, param):
     assert_error(edit(client, **data), 400, param)
     assert upstream.state.requests == []
@@ -143,8 +170,12 @@ def test_edit_by_id_json(client, upstream):
 
 def test_extension_needs_seconds(client, upstream):
     video_id = completed(client, upstream)
-    assert_error(edit(client, "/v1/videos/extensions", prompt="x", **{"video[id]": video_id}), 400, "seconds")
-    response = edit(client, "/v1/videos/extensions", prompt="x", seconds="8", **{"video[id]": video_id})
+    assert_error(
+        edit(client, "/v1/videos/extensions", prompt="x", **{"video[id]": video_id}), 400, "seconds"
+    )
+    response = edit(
+        client, "/v1/videos/extensions", prompt="x", seconds="8", **{"video[id]": video_id}
+    )
     assert response.status_code == 200, response.get_json()
 
 
@@ -154,11 +185,14 @@ def test_upload_over_the_video_cap_is_413(make_app, upstream):
     assert_error(response, 413)
 
 
-@pytest.mark.parametrize(("data", "param"), [
-    ({"video": (io.BytesIO(MP4), "c.mp4")}, "name"),
-    ({"name": "n" * 81, "video": (io.BytesIO(MP4), "c.mp4")}, "name"),
-    ({"name": "Bob"}, "video"),
-])
+@pytest.mark.parametrize(
+    ("data", "param"),
+    [
+        ({"video": (io.BytesIO(MP4), "c.mp4")}, "name"),
+        ({"name": "n" * 81, "video": (io.BytesIO(MP4), "c.mp4")}, "name"),
+        ({"name": "Bob"}, "video"),
+    ],
+)
 def test_invalid_characters(client, upstream, data, param):
     assert_error(edit(client, "/v1/videos/characters", **data), 400, param)
 
@@ -170,27 +204,36 @@ def test_characters_need_multipart(client):
 def test_sora_character_from_url(make_app, upstream, file_server):
     url = file_server.add("/char.mp4", MP4, **{"Content-Type": "application/octet-stream"})
     client = make_app(fetch_allow_private="true").test_client()
-    response = client.post("/sora/v1/characters", json={
-        "character_url": url, "character_timestamps": "1,3", "name": "Kite Girl"})
+    response = client.post(
+        "/sora/v1/characters",
+        json={"character_url": url, "character_timestamps": "1,3", "name": "Kite Girl"},
+    )
     assert response.status_code == 200, response.get_json()
     assert response.get_json()["name"] == "Kite Girl"
     recorded = upstream.state.requests[-1]
     assert recorded.path == "/v1/videos/characters"
     (video,) = recorded.files["video"]
-    assert video.data == MP4 and video.content_type == "video/mp4" and video.filename == "character.mp4"
+    assert (
+        video.data == MP4
+        and video.content_type == "video/mp4"
+        and video.filename == "character.mp4"
+    )
     assert recorded.form["name"] == ["Kite Girl"]
     assert recorded.form["character_timestamps"] == ["1,3"]
     assert recorded.headers.get("Content-Length") == str(recorded.body_length)
 
 
-@pytest.mark.parametrize(("body", "param"), [
-    ({"character_timestamps": "3,1", "name": "n"}, "character_timestamps"),
-    ({"character_timestamps": "a,b", "name": "n"}, "character_timestamps"),
-    ({"character_timestamps": "1", "name": "n"}, "character_timestamps"),
-    ({"character_timestamps": "-1,2", "name": "n"}, "character_timestamps"),
-    ({"character_timestamps": "1,3"}, "name"),
-    ({"name": "n"}, "character_timestamps"),
-])
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"character_timestamps": "3,1", "name": "n"}, "character_timestamps"),
+        ({"character_timestamps": "a,b", "name": "n"}, "character_timestamps"),
+        ({"character_timestamps": "1", "name": "n"}, "character_timestamps"),
+        ({"character_timestamps": "-1,2", "name": "n"}, "character_timestamps"),
+        ({"character_timestamps": "1,3"}, "name"),
+        ({"name": "n"}, "character_timestamps"),
+    ],
+)
 def test_sora_character_validation(client, upstream, file_server, body, param):
     body.setdefault("character_url", file_server.add("/c.mp4", MP4))
     assert_error(client.post("/sora/v1/characters", json=body), 400, param)
@@ -224,8 +267,13 @@ def test_random_video_bytes_of_any_length_stream_through(client, upstream, size,
 
     head = mp4_head(size)  # a whole MP4 whose media data is the random bytes
     video = head + random.Random(seed).randbytes(size - len(head))
-    response = edit(client, prompt="x", model="sora-2", seconds="4",
-                    video=(io.BytesIO(video), "v.mp4", "video/mp4"))
+    response = edit(
+        client,
+        prompt="x",
+        model="sora-2",
+        seconds="4",
+        video=(io.BytesIO(video), "v.mp4", "video/mp4"),
+    )
     assert response.status_code == 200, response.get_json()
     (part,) = upstream.state.requests[-1].files["video"]
     assert part.size == size and part.data == video

@@ -25,11 +25,14 @@ def sim():
 
 @pytest.fixture(scope="module")
 def proxy(sim, tmp_path_factory):
-    server = Gunicorn({
-        "SORA_PROXY_UPSTREAM_URL": sim.base_url,
-        "SORA_PROXY_UPSTREAM_API_KEY": UPSTREAM_KEY,
-        "SORA_PROXY_API_KEYS": CALLER_KEY,
-    }, tmp_path_factory.mktemp("gunicorn") / "gunicorn.log")
+    server = Gunicorn(
+        {
+            "SORA_PROXY_UPSTREAM_URL": sim.base_url,
+            "SORA_PROXY_UPSTREAM_API_KEY": UPSTREAM_KEY,
+            "SORA_PROXY_API_KEYS": CALLER_KEY,
+        },
+        tmp_path_factory.mktemp("gunicorn") / "gunicorn.log",
+    )
     yield server
     log = server.stop()
     assert UPSTREAM_KEY not in log and CALLER_KEY not in log
@@ -42,8 +45,12 @@ def client(proxy, sim):
 
 
 def upstream_direct(sim, path, **kwargs):
-    return requests.get(sim.base_url + path, headers={"Authorization": f"Bearer {UPSTREAM_KEY}"},
-                        timeout=10, **kwargs)
+    return requests.get(
+        sim.base_url + path,
+        headers={"Authorization": f"Bearer {UPSTREAM_KEY}"},
+        timeout=10,
+        **kwargs,
+    )
 
 
 def completed_video(client, sim, **kwargs):
@@ -56,7 +63,8 @@ def test_create_without_and_with_reference(client, sim):
     plain = client.videos.create(prompt="A red balloon", seconds="4")
     assert plain.status == "queued" and plain.seconds == "4"
     with_ref = client.videos.create(
-        prompt="A red balloon", size="720x1280",
+        prompt="A red balloon",
+        size="720x1280",
         input_reference=("balloon.webp", io.BytesIO(make_image(720, 1280, "WEBP")), "image/webp"),
     )
     assert with_ref.size == "720x1280"
@@ -68,7 +76,9 @@ def test_create_without_and_with_reference(client, sim):
 
 def test_create_and_poll_follows_status_to_completed(client, sim):
     video = completed_video(client, sim)
-    polls = [r for r in sim.state.requests if r.method == "GET" and r.path == f"/v1/videos/{video.id}"]
+    polls = [
+        r for r in sim.state.requests if r.method == "GET" and r.path == f"/v1/videos/{video.id}"
+    ]
     assert len(polls) >= 2  # queued / in_progress seen before completed
     assert client.videos.retrieve(video.id).status == "completed"
 
@@ -91,7 +101,9 @@ def test_download_each_variant_equals_the_upstream_bytes(client, sim, variant):
     upstream = upstream_direct(sim, f"/videos/{video.id}/content", params={"variant": variant})
     assert content.content == upstream.content and len(upstream.content) > 100
     assert content.response.headers["content-type"] == upstream.headers["Content-Type"]
-    assert content.response.headers.get("content-disposition") == upstream.headers.get("Content-Disposition")
+    assert content.response.headers.get("content-disposition") == upstream.headers.get(
+        "Content-Disposition"
+    )
     if variant == "video":
         assert content.content == MP4
 
@@ -99,7 +111,8 @@ def test_download_each_variant_equals_the_upstream_bytes(client, sim, variant):
 def test_range_download(client, sim):
     video = completed_video(client, sim)
     response = client.videos.with_raw_response.download_content(
-        video.id, extra_headers={"Range": "bytes=10-109"})
+        video.id, extra_headers={"Range": "bytes=10-109"}
+    )
     assert response.status_code == 206
     assert response.headers["content-range"] == f"bytes 10-109/{len(MP4)}"
     assert response.content == MP4[10:110]
@@ -121,7 +134,9 @@ def test_remix(client, sim):
 
 
 def test_edit_with_a_file(client, sim):
-    edited = client.videos.edit(prompt="Make it snow", video=("clip.mp4", io.BytesIO(MP4), "video/mp4"))
+    edited = client.videos.edit(
+        prompt="Make it snow", video=("clip.mp4", io.BytesIO(MP4), "video/mp4")
+    )
     assert edited.id.startswith("video_")
     recorded = sim.state.requests[-1]
     (part,) = recorded.files["video"]
@@ -133,21 +148,28 @@ def test_edit_and_extend_by_id(client, sim):
     # openai 3.x refuses video={"id": ...} before sending (it only takes a file there), so
     # callers send the id as extra_body, which arrives as a multipart part video[id].
     source = completed_video(client, sim)
-    edited = client.videos.edit(prompt="Sepia", video=openai.omit, extra_body={"video": {"id": source.id}})
+    edited = client.videos.edit(
+        prompt="Sepia", video=openai.omit, extra_body={"video": {"id": source.id}}
+    )
     assert edited.id != source.id
     assert sim.state.requests[-1].form["video[id]"] == [source.id]
-    extended = client.videos.extend(prompt="And then", video=openai.omit, seconds="8",
-                                    extra_body={"video": {"id": source.id}})
+    extended = client.videos.extend(
+        prompt="And then", video=openai.omit, seconds="8", extra_body={"video": {"id": source.id}}
+    )
     assert extended.id.startswith("video_")
     assert sim.state.requests[-1].form["seconds"] == ["8"]
 
 
 def test_create_and_get_character(client, sim):
-    character = client.videos.create_character(name="Captain Kite", video=("c.mp4", io.BytesIO(MP4), "video/mp4"))
+    character = client.videos.create_character(
+        name="Captain Kite", video=("c.mp4", io.BytesIO(MP4), "video/mp4")
+    )
     assert character.name == "Captain Kite"
     fetched = client.videos.get_character(character.id)
     assert fetched.id == character.id and fetched.name == "Captain Kite"
-    (part,) = [r for r in sim.state.requests if r.path == "/v1/videos/characters"][-1].files["video"]
+    (part,) = [r for r in sim.state.requests if r.path == "/v1/videos/characters"][-1].files[
+        "video"
+    ]
     assert part.data == MP4
 
 

@@ -17,14 +17,31 @@ from sora_proxy import SoraProxy, create_app
 from sora_proxy.simulator import SimulatorServer
 
 AUTH = {"Authorization": f"Bearer {CALLER_KEY}"}
-FIELDS = {"ts", "request_id", "caller", "method", "route", "path", "status", "upstream",
-          "upstream_request_id", "client_addr", "bytes_in", "bytes_out", "duration_ms",
-          "error_code"}
+FIELDS = {
+    "ts",
+    "request_id",
+    "caller",
+    "method",
+    "route",
+    "path",
+    "status",
+    "upstream",
+    "upstream_request_id",
+    "client_addr",
+    "bytes_in",
+    "bytes_out",
+    "duration_ms",
+    "error_code",
+}
 
 
 def keyed(make_app, tmp_path, **extra):
-    return make_app(upstream_api_key=UPSTREAM_KEY, api_keys=f"olga:{CALLER_KEY}",
-                    store_url=f"sqlite:///{tmp_path}/s.db", **extra)
+    return make_app(
+        upstream_api_key=UPSTREAM_KEY,
+        api_keys=f"olga:{CALLER_KEY}",
+        store_url=f"sqlite:///{tmp_path}/s.db",
+        **extra,
+    )
 
 
 def access_lines(caplog):
@@ -34,8 +51,9 @@ def access_lines(caplog):
 def test_one_json_line_per_request_with_the_fields(make_app, upstream, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="sora_proxy")
     client = keyed(make_app, tmp_path).test_client()
-    response = client.post("/v1/videos", json={"prompt": "a secret plan"},
-                           headers={**AUTH, "X-Request-ID": "mine-123"})
+    response = client.post(
+        "/v1/videos", json={"prompt": "a secret plan"}, headers={**AUTH, "X-Request-ID": "mine-123"}
+    )
     assert response.status_code == 200
     (line,) = access_lines(caplog)
     assert set(line) == FIELDS
@@ -57,7 +75,9 @@ def test_prompts_are_logged_only_when_asked(make_app, upstream, tmp_path, caplog
     assert line["prompt"] == "a lighthouse"
 
 
-def test_request_id_is_made_when_missing_and_errors_are_logged(make_app, upstream, tmp_path, caplog):
+def test_request_id_is_made_when_missing_and_errors_are_logged(
+    make_app, upstream, tmp_path, caplog
+):
     caplog.set_level(logging.INFO, logger="sora_proxy")
     client = keyed(make_app, tmp_path).test_client()
     response = client.post("/v1/videos", json={"prompt": ""}, headers=AUTH)
@@ -91,7 +111,9 @@ def test_trusted_proxies_give_the_real_client_address(make_app, upstream, tmp_pa
     caplog.set_level(logging.INFO, logger="sora_proxy")
     forwarded = {"X-Forwarded-For": "203.0.113.9, 198.51.100.7"}  # documentation ranges; no traffic
     keyed(make_app, tmp_path, trusted_proxies="1").test_client().get("/healthz")
-    keyed(make_app, tmp_path, trusted_proxies="1").test_client().get("/v1/videos", headers={**AUTH, **forwarded})
+    keyed(make_app, tmp_path, trusted_proxies="1").test_client().get(
+        "/v1/videos", headers={**AUTH, **forwarded}
+    )
     keyed(make_app, tmp_path).test_client().get("/v1/videos", headers={**AUTH, **forwarded})
     one_hop, no_trust = access_lines(caplog)
     assert one_hop["client_addr"] == "198.51.100.7"
@@ -123,14 +145,26 @@ def test_metrics_move(make_app, upstream, tmp_path):
     client = app.test_client()
     client.post("/v1/videos", json={"prompt": "p"}, headers=AUTH)
     client.post("/v1/videos", json={"prompt": ""}, headers=AUTH)
-    client.post("/v1/videos", json={"prompt": "p", "input_reference": "http://127.0.0.1:9/x.png"},
-                headers=AUTH)
+    client.post(
+        "/v1/videos",
+        json={"prompt": "p", "input_reference": "http://127.0.0.1:9/x.png"},
+        headers=AUTH,
+    )
     text = client.get("/metrics").get_data(as_text=True)
-    assert 'sora_proxy_requests_total{method="POST",route="/v1/videos",status="200",upstream="default"} 1.0' in text
-    assert 'sora_proxy_requests_total{method="POST",route="/v1/videos",status="400",upstream="none"} 2.0' in text
+    assert (
+        'sora_proxy_requests_total{method="POST",route="/v1/videos",status="200",upstream="default"} 1.0'
+        in text
+    )
+    assert (
+        'sora_proxy_requests_total{method="POST",route="/v1/videos",status="400",upstream="none"} 2.0'
+        in text
+    )
     assert 'sora_proxy_reference_fetches_refused_total{reason="refused"} 1.0' in text
     assert 'sora_proxy_errors_total{code="invalid_reference_url"} 1.0' in text
-    assert re.search(r'sora_proxy_upstream_latency_seconds_count\{route="/v1/videos",upstream="default"\} 1\.0', text)
+    assert re.search(
+        r'sora_proxy_upstream_latency_seconds_count\{route="/v1/videos",upstream="default"\} 1\.0',
+        text,
+    )
     assert re.search(r'sora_proxy_bytes_total\{direction="out",route="/v1/videos"\} [1-9]', text)
     assert "sora_proxy_requests_total{" in text and 'route="/metrics"' not in text
 
@@ -165,17 +199,26 @@ def test_readyz_is_503_when_the_upstream_is_down(tmp_path):
 
 def test_metrics_under_gunicorn_aggregate_workers(tmp_path):
     with SimulatorServer(seconds_per_step=0.05) as sim:
-        proxy = Gunicorn({"SORA_PROXY_UPSTREAM_URL": sim.base_url, "SORA_PROXY_METRICS": "true",
-                          "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom")},
-                         tmp_path / "g.log", workers=2)
+        proxy = Gunicorn(
+            {
+                "SORA_PROXY_UPSTREAM_URL": sim.base_url,
+                "SORA_PROXY_METRICS": "true",
+                "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom"),
+            },
+            tmp_path / "g.log",
+            workers=2,
+        )
         try:
             for _ in range(12):
                 requests.post(f"{proxy.url}/v1/videos", json={"prompt": "p"}, timeout=10)
             totals = set()
             for _ in range(6):  # whichever worker answers, it reports all workers' samples
                 text = requests.get(f"{proxy.url}/metrics", timeout=10).text
-                match = re.search(r'sora_proxy_requests_total\{method="POST",route="/v1/videos",'
-                                  r'status="200",upstream="default"\} (\S+)', text)
+                match = re.search(
+                    r'sora_proxy_requests_total\{method="POST",route="/v1/videos",'
+                    r'status="200",upstream="default"\} (\S+)',
+                    text,
+                )
                 totals.add(float(match.group(1)))
             assert totals == {12.0}
         finally:
@@ -189,4 +232,6 @@ def test_bad_trusted_proxies_setting(upstream, value):
     from sora_proxy import ConfigError
 
     with pytest.raises(ConfigError, match="SORA_PROXY_TRUSTED_PROXIES"):
-        create_app({"SORA_PROXY_UPSTREAM_URL": upstream.base_url, "SORA_PROXY_TRUSTED_PROXIES": value})
+        create_app(
+            {"SORA_PROXY_UPSTREAM_URL": upstream.base_url, "SORA_PROXY_TRUSTED_PROXIES": value}
+        )

@@ -26,17 +26,22 @@ def store_config(request, tmp_path):
     if request.param == "sqlite":
         return {"SORA_PROXY_STORE_URL": f"sqlite:///{tmp_path}/store.sqlite3"}
     redis = request.getfixturevalue("redis_server")
-    return {"SORA_PROXY_STORE_URL": redis.url, "SORA_PROXY_STORE_PREFIX": f"t{uuid.uuid4().hex[:8]}:"}
+    return {
+        "SORA_PROXY_STORE_URL": redis.url,
+        "SORA_PROXY_STORE_PREFIX": f"t{uuid.uuid4().hex[:8]}:",
+    }
 
 
 @pytest.fixture
 def app(upstream, store_config):
-    return create_app({
-        "SORA_PROXY_UPSTREAM_URL": upstream.base_url,
-        "SORA_PROXY_UPSTREAM_API_KEY": UPSTREAM_KEY,
-        "SORA_PROXY_API_KEYS": f"alice:{ALICE_KEY},bob:{BOB_KEY}",
-        **store_config,
-    })
+    return create_app(
+        {
+            "SORA_PROXY_UPSTREAM_URL": upstream.base_url,
+            "SORA_PROXY_UPSTREAM_API_KEY": UPSTREAM_KEY,
+            "SORA_PROXY_API_KEYS": f"alice:{ALICE_KEY},bob:{BOB_KEY}",
+            **store_config,
+        }
+    )
 
 
 @pytest.fixture
@@ -68,14 +73,29 @@ def bob_attempts(client, video_id):
         "retrieve": client.get(f"/v1/videos/{video_id}", headers=BOB),
         "content": client.get(f"/v1/videos/{video_id}/content", headers=BOB),
         "thumbnail": client.get(f"/v1/videos/{video_id}/content?variant=thumbnail", headers=BOB),
-        "spritesheet": client.get(f"/v1/videos/{video_id}/content?variant=spritesheet", headers=BOB),
+        "spritesheet": client.get(
+            f"/v1/videos/{video_id}/content?variant=spritesheet", headers=BOB
+        ),
         "head": client.head(f"/v1/videos/{video_id}/content", headers=BOB),
         "delete": client.delete(f"/v1/videos/{video_id}", headers=BOB),
         "remix": client.post(f"/v1/videos/{video_id}/remix", json={"prompt": "x"}, headers=BOB),
-        "edit_json": client.post("/v1/videos/edits", json={"prompt": "x", "video": {"id": video_id}}, headers=BOB),
-        "edit_form": client.post("/v1/videos/edits", data=edits_form, headers=BOB, content_type="multipart/form-data"),
-        "extend_json": client.post("/v1/videos/extensions", json={"prompt": "x", "seconds": "4", "video": {"id": video_id}}, headers=BOB),
-        "extend_form": client.post("/v1/videos/extensions", data={**edits_form, "seconds": "4"}, headers=BOB, content_type="multipart/form-data"),
+        "edit_json": client.post(
+            "/v1/videos/edits", json={"prompt": "x", "video": {"id": video_id}}, headers=BOB
+        ),
+        "edit_form": client.post(
+            "/v1/videos/edits", data=edits_form, headers=BOB, content_type="multipart/form-data"
+        ),
+        "extend_json": client.post(
+            "/v1/videos/extensions",
+            json={"prompt": "x", "seconds": "4", "video": {"id": video_id}},
+            headers=BOB,
+        ),
+        "extend_form": client.post(
+            "/v1/videos/extensions",
+            data={**edits_form, "seconds": "4"},
+            headers=BOB,
+            content_type="multipart/form-data",
+        ),
     }
 
 
@@ -93,8 +113,10 @@ def test_bob_cannot_touch_or_detect_alices_video(client, upstream):
             param = "video.id" if route.startswith(("edit_json", "extend_json")) else None
             mine = response.get_json()["error"]
             other = twin.get_json()["error"]
-            assert {**mine, "message": mine["message"].replace(alice_video, "ID")} == \
-                   {**other, "message": other["message"].replace("video_doesnotexist000", "ID")}, route
+            assert {**mine, "message": mine["message"].replace(alice_video, "ID")} == {
+                **other,
+                "message": other["message"].replace("video_doesnotexist000", "ID"),
+            }, route
             assert param is None or mine["param"] in ("video_id", param)
     # Alice's video is untouched and still hers.
     assert client.get(f"/v1/videos/{alice_video}", headers=ALICE).status_code == 200
@@ -122,7 +144,9 @@ def test_lists_show_only_ones_own_videos_with_pagination(client, upstream):
         assert seen == expected
     default = client.get("/v1/videos", headers=BOB).get_json()
     assert [video["id"] for video in default["data"]] == bob_ids[::-1]
-    assert all(video["object"] == "video" and video["prompt"].startswith("b") for video in default["data"])
+    assert all(
+        video["object"] == "video" and video["prompt"].startswith("b") for video in default["data"]
+    )
     # Alice's id as a cursor tells Bob nothing more than an unknown id does.
     mine = client.get(f"/v1/videos?after={alice_ids[0]}", headers=BOB)
     unknown = client.get("/v1/videos?after=video_unknown", headers=BOB)
@@ -143,17 +167,27 @@ def test_owner_can_do_everything_and_answers_are_byte_for_byte(client, upstream)
     video_id = create(client, ALICE, complete=upstream)
     retrieved = client.get(f"/v1/videos/{video_id}", headers=ALICE)
     direct = upstream.state.requests[-1]
-    assert retrieved.status_code == 200 and direct.header("Authorization") == f"Bearer {UPSTREAM_KEY}"
+    assert (
+        retrieved.status_code == 200 and direct.header("Authorization") == f"Bearer {UPSTREAM_KEY}"
+    )
     remix = client.post(f"/v1/videos/{video_id}/remix", json={"prompt": "again"}, headers=ALICE)
     assert remix.status_code == 200
     remix_id = remix.get_json()["id"]
     assert client.get(f"/v1/videos/{remix_id}", headers=ALICE).status_code == 200  # remix is owned
     assert client.get(f"/v1/videos/{remix_id}", headers=BOB).status_code == 404
-    edit = client.post("/v1/videos/edits", data={"prompt": "x", "video[id]": video_id},
-                       headers=ALICE, content_type="multipart/form-data")
+    edit = client.post(
+        "/v1/videos/edits",
+        data={"prompt": "x", "video[id]": video_id},
+        headers=ALICE,
+        content_type="multipart/form-data",
+    )
     assert edit.status_code == 200, edit.get_json()
-    upload = client.post("/v1/videos/edits", headers=ALICE, content_type="multipart/form-data",
-                         data={"prompt": "x", "video": (io.BytesIO(MP4), "v.mp4", "video/mp4")})
+    upload = client.post(
+        "/v1/videos/edits",
+        headers=ALICE,
+        content_type="multipart/form-data",
+        data={"prompt": "x", "video": (io.BytesIO(MP4), "v.mp4", "video/mp4")},
+    )
     assert upload.status_code == 200
     assert client.get(f"/v1/videos/{upload.get_json()['id']}", headers=ALICE).status_code == 200
     deleted = client.delete(f"/v1/videos/{video_id}", headers=ALICE)
@@ -162,15 +196,23 @@ def test_owner_can_do_everything_and_answers_are_byte_for_byte(client, upstream)
 
 
 def test_characters_are_owned(client, upstream, file_server):
-    made = client.post("/v1/videos/characters", headers=ALICE, content_type="multipart/form-data",
-                       data={"name": "Kite", "video": (io.BytesIO(MP4), "k.mp4", "video/mp4")})
+    made = client.post(
+        "/v1/videos/characters",
+        headers=ALICE,
+        content_type="multipart/form-data",
+        data={"name": "Kite", "video": (io.BytesIO(MP4), "k.mp4", "video/mp4")},
+    )
     assert made.status_code == 200, made.get_json()
     character_id = made.get_json()["id"]
     assert client.get(f"/v1/videos/characters/{character_id}", headers=ALICE).status_code == 200
-    mine = assert_not_found(client.get(f"/v1/videos/characters/{character_id}", headers=BOB),
-                            character_id, "character_id")
-    other = assert_not_found(client.get("/v1/videos/characters/char_nope", headers=BOB),
-                             "char_nope", "character_id")
+    mine = assert_not_found(
+        client.get(f"/v1/videos/characters/{character_id}", headers=BOB),
+        character_id,
+        "character_id",
+    )
+    other = assert_not_found(
+        client.get("/v1/videos/characters/char_nope", headers=BOB), "char_nope", "character_id"
+    )
     assert mine == other
     # A character id is not a video id, even for its owner.
     assert client.get(f"/v1/videos/{character_id}", headers=ALICE).status_code == 404
@@ -178,12 +220,19 @@ def test_characters_are_owned(client, upstream, file_server):
 
 def test_host_app_authenticate_callback_decides_the_caller(upstream, store_config):
     app = Flask("host")
-    app.config.update({"SORA_PROXY_UPSTREAM_URL": upstream.base_url,
-                       "SORA_PROXY_UPSTREAM_API_KEY": UPSTREAM_KEY, **store_config})
+    app.config.update(
+        {
+            "SORA_PROXY_UPSTREAM_URL": upstream.base_url,
+            "SORA_PROXY_UPSTREAM_API_KEY": UPSTREAM_KEY,
+            **store_config,
+        }
+    )
     SoraProxy(app, authenticate=lambda request: request.headers.get("X-User"))
     client = app.test_client()
     assert client.post("/v1/videos", json={"prompt": "p"}).status_code == 401
-    video_id = client.post("/v1/videos", json={"prompt": "p"}, headers={"X-User": "u1"}).get_json()["id"]
+    video_id = client.post("/v1/videos", json={"prompt": "p"}, headers={"X-User": "u1"}).get_json()[
+        "id"
+    ]
     assert client.get(f"/v1/videos/{video_id}", headers={"X-User": "u1"}).status_code == 200
     assert client.get(f"/v1/videos/{video_id}", headers={"X-User": "u2"}).status_code == 404
     assert upstream.state.requests[0].header("Authorization") == f"Bearer {UPSTREAM_KEY}"
@@ -192,13 +241,22 @@ def test_host_app_authenticate_callback_decides_the_caller(upstream, store_confi
 def test_api_keys_file_names_callers(upstream, tmp_path):
     keys = tmp_path / "keys.txt"
     keys.write_text("# team keys\nalice:sk-file-a\n\nbob : sk-file-b\n")
-    app = create_app({"SORA_PROXY_UPSTREAM_URL": upstream.base_url,
-                      "SORA_PROXY_UPSTREAM_API_KEY": UPSTREAM_KEY,
-                      "SORA_PROXY_API_KEYS_FILE": str(keys),
-                      "SORA_PROXY_STORE_URL": f"sqlite:///{tmp_path}/s.db"})
+    app = create_app(
+        {
+            "SORA_PROXY_UPSTREAM_URL": upstream.base_url,
+            "SORA_PROXY_UPSTREAM_API_KEY": UPSTREAM_KEY,
+            "SORA_PROXY_API_KEYS_FILE": str(keys),
+            "SORA_PROXY_STORE_URL": f"sqlite:///{tmp_path}/s.db",
+        }
+    )
     client = app.test_client()
     video_id = create(client, {"Authorization": "Bearer sk-file-a"})
-    assert client.get(f"/v1/videos/{video_id}", headers={"Authorization": "Bearer sk-file-b"}).status_code == 404
+    assert (
+        client.get(
+            f"/v1/videos/{video_id}", headers={"Authorization": "Bearer sk-file-b"}
+        ).status_code
+        == 404
+    )
     record = app.extensions["sora_proxy"].records.store.get(video_id)
     assert record.owner == "alice"
 

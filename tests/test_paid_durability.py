@@ -119,8 +119,11 @@ def test_redis_stopped_during_an_upload_loses_nothing(tmp_path):
         with _proxy(tmp_path, sim, redis.url) as proxy:
             _during_upstream_work(sim, "/v1/videos/edits", redis.stop)
             answer = requests.post(
-                f"{proxy.url}/v1/videos/edits", headers=AUTH, timeout=30,
-                data={"prompt": "make it snow"}, files={"video": ("clip.mp4", MP4, "video/mp4")},
+                f"{proxy.url}/v1/videos/edits",
+                headers=AUTH,
+                timeout=30,
+                data={"prompt": "make it snow"},
+                files={"video": ("clip.mp4", MP4, "video/mp4")},
             )
             assert answer.status_code == 200, answer.text
             video_id = answer.json()["id"]
@@ -134,16 +137,18 @@ def test_idempotent_create_with_redis_stopped_is_answered_once_and_replayed(tmp_
         with _proxy(tmp_path, sim, redis.url) as proxy:
             headers = {**AUTH, "Idempotency-Key": "create-once-7"}
             _during_upstream_work(sim, "/v1/videos", redis.stop)
-            first = requests.post(f"{proxy.url}/v1/videos", json={"prompt": "p"},
-                                  headers=headers, timeout=30)
+            first = requests.post(
+                f"{proxy.url}/v1/videos", json={"prompt": "p"}, headers=headers, timeout=30
+            )
             assert first.status_code == 200, first.text
             redis.start()
             # The claim ended with the request: once the spool is replayed, a retry is a
             # replay of the first answer, never an in-flight 409 for 15 minutes, never a
             # second generation.
             _wait_for(lambda: not _spooled(tmp_path / "spool"))
-            again = requests.post(f"{proxy.url}/v1/videos", json={"prompt": "p"},
-                                  headers=headers, timeout=30)
+            again = requests.post(
+                f"{proxy.url}/v1/videos", json={"prompt": "p"}, headers=headers, timeout=30
+            )
             assert again.status_code == 200, again.text
             assert again.headers["idempotent-replayed"] == "true"
             assert again.json()["id"] == first.json()["id"]
@@ -155,13 +160,15 @@ def test_idempotency_claim_is_released_when_the_intent_cannot_be_written(tmp_pat
     from sora_proxy import create_app
 
     with RedisServer() as redis:
-        app = create_app({
-            "SORA_PROXY_UPSTREAM_URL": upstream.base_url,
-            "SORA_PROXY_UPSTREAM_API_KEY": UPSTREAM_KEY,
-            "SORA_PROXY_API_KEYS": f"alice:{KEY}",
-            "SORA_PROXY_STORE_URL": redis.url,
-            "SORA_PROXY_SPOOL_DIR": str(tmp_path / "spool"),
-        })
+        app = create_app(
+            {
+                "SORA_PROXY_UPSTREAM_URL": upstream.base_url,
+                "SORA_PROXY_UPSTREAM_API_KEY": UPSTREAM_KEY,
+                "SORA_PROXY_API_KEYS": f"alice:{KEY}",
+                "SORA_PROXY_STORE_URL": redis.url,
+                "SORA_PROXY_SPOOL_DIR": str(tmp_path / "spool"),
+            }
+        )
         client = app.test_client()
         store = app.extensions["sora_proxy"].records.store
         original = store.begin_intent
@@ -187,13 +194,15 @@ def test_retrieve_answers_when_the_store_cannot_write_its_refresh(upstream, tmp_
     from sora_proxy import create_app
 
     with RedisServer() as redis:
-        app = create_app({
-            "SORA_PROXY_UPSTREAM_URL": upstream.base_url,
-            "SORA_PROXY_UPSTREAM_API_KEY": UPSTREAM_KEY,
-            "SORA_PROXY_API_KEYS": f"alice:{KEY}",
-            "SORA_PROXY_STORE_URL": redis.url,
-            "SORA_PROXY_SPOOL_DIR": str(tmp_path / "spool"),
-        })
+        app = create_app(
+            {
+                "SORA_PROXY_UPSTREAM_URL": upstream.base_url,
+                "SORA_PROXY_UPSTREAM_API_KEY": UPSTREAM_KEY,
+                "SORA_PROXY_API_KEYS": f"alice:{KEY}",
+                "SORA_PROXY_STORE_URL": redis.url,
+                "SORA_PROXY_SPOOL_DIR": str(tmp_path / "spool"),
+            }
+        )
         client = app.test_client()
         video_id = client.post("/v1/videos", json={"prompt": "p"}, headers=AUTH).get_json()["id"]
         upstream.state.complete(video_id)
@@ -281,8 +290,9 @@ def test_deleted_sqlite_file_is_detected(tmp_path):
     with SimulatorServer(seconds_per_step=0.05) as sim:
         store = tmp_path / "data" / "store.sqlite3"
         with _proxy(tmp_path, sim, f"sqlite:///{store}") as proxy:
-            created = requests.post(f"{proxy.url}/v1/videos", json={"prompt": "p"},
-                                    headers=AUTH, timeout=10)
+            created = requests.post(
+                f"{proxy.url}/v1/videos", json={"prompt": "p"}, headers=AUTH, timeout=10
+            )
             assert created.status_code == 200
             for leftover in store.parent.iterdir():
                 leftover.unlink()
@@ -290,8 +300,9 @@ def test_deleted_sqlite_file_is_detected(tmp_path):
             ready = requests.get(f"{proxy.url}/readyz", timeout=10)
             assert ready.status_code == 503
             assert ready.json()["checks"]["store"] == "unavailable"
-            refused = requests.post(f"{proxy.url}/v1/videos", json={"prompt": "p"},
-                                    headers=AUTH, timeout=10)
+            refused = requests.post(
+                f"{proxy.url}/v1/videos", json={"prompt": "p"}, headers=AUTH, timeout=10
+            )
             assert refused.status_code == 503
             assert _posts(sim, "/v1/videos") == 1
             assert not store.exists()  # not silently replaced by an empty file

@@ -50,14 +50,21 @@ def sent_reference(upstream):
 
 
 def post_json(client, reference, **fields):
-    return client.post("/v1/videos", json={"prompt": PROMPT, **fields,
-                                           "input_reference": reference})
+    return client.post(
+        "/v1/videos", json={"prompt": PROMPT, **fields, "input_reference": reference}
+    )
 
 
 def post_file(client, data, **fields):
-    return client.post("/v1/videos", data={
-        "prompt": PROMPT, **fields, "input_reference": (io.BytesIO(data), "ref.png"),
-    }, content_type="multipart/form-data")
+    return client.post(
+        "/v1/videos",
+        data={
+            "prompt": PROMPT,
+            **fields,
+            "input_reference": (io.BytesIO(data), "ref.png"),
+        },
+        content_type="multipart/form-data",
+    )
 
 
 # --- too large to decode -----------------------------------------------------------------
@@ -87,8 +94,7 @@ def test_bomb_header_is_enough_even_if_the_rest_is_cut_off(client, upstream):
 def test_webp_is_budgeted_at_what_libwebp_takes(client, upstream):
     # 2200x2200 is 19 MB of pixels; libwebp and Pillow together take about 4x that.
     webp = make_photo(2200, 2200, "WEBP", quality=30)
-    message = assert_refused(post_file(client, webp, size="1280x720"), upstream,
-                             "image_too_large")
+    message = assert_refused(post_file(client, webp, size="1280x720"), upstream, "image_too_large")
     assert "2200x2200 WEBP" in message
 
 
@@ -110,13 +116,16 @@ def test_same_jpeg_baseline_is_decoded_small_and_fitted(client, upstream):
 # --- fitting big images exactly ----------------------------------------------------------
 
 
-@pytest.mark.parametrize(("source", "size"), [
-    ((4000, 3000), "1280x720"),    # draft 1/2, then a cover crop
-    ((4033, 2269), "1280x720"),    # odd sizes: draft rounds up, the result must not
-    ((1300, 731), "1280x720"),     # barely larger: no draft at all
-    ((4000, 3000), "720x1280"),    # portrait crop out of landscape
-    ((641, 361), "1280x720"),      # upscaled
-])
+@pytest.mark.parametrize(
+    ("source", "size"),
+    [
+        ((4000, 3000), "1280x720"),  # draft 1/2, then a cover crop
+        ((4033, 2269), "1280x720"),  # odd sizes: draft rounds up, the result must not
+        ((1300, 731), "1280x720"),  # barely larger: no draft at all
+        ((4000, 3000), "720x1280"),  # portrait crop out of landscape
+        ((641, 361), "1280x720"),  # upscaled
+    ],
+)
 def test_jpeg_needing_a_fit_gets_exactly_the_target_size(client, upstream, source, size):
     jpeg = make_photo(*source, "JPEG", quality=85)
     response = post_json(client, base64.b64encode(jpeg).decode(), size=size)
@@ -151,11 +160,17 @@ def test_rotated_big_jpeg_is_fitted_then_turned_upright(client, upstream):
     assert Image.open(io.BytesIO(data)).getexif().get(0x0112) in (None, 1)
 
 
-@pytest.mark.parametrize(("mode", "fit"), [
-    ("RGBA", "cover"), ("P", "cover"), ("LA", "contain"), ("RGBA", "contain"), ("1", "cover"),
-])
-def test_big_png_in_any_mode_is_reduced_in_strips_to_the_exact_size(make_app, upstream,
-                                                                    mode, fit):
+@pytest.mark.parametrize(
+    ("mode", "fit"),
+    [
+        ("RGBA", "cover"),
+        ("P", "cover"),
+        ("LA", "contain"),
+        ("RGBA", "contain"),
+        ("1", "cover"),
+    ],
+)
+def test_big_png_in_any_mode_is_reduced_in_strips_to_the_exact_size(make_app, upstream, mode, fit):
     client = make_app(reference_fit=fit).test_client()
     png = make_photo(3900, 2600, "PNG", mode=mode, compress_level=1)
     response = post_file(client, png, size="1280x720")
@@ -211,15 +226,25 @@ def test_png_exif_after_the_pixels_is_honoured(client, upstream):
 # --- what the caller sent is not an image reference --------------------------------------
 
 
-@pytest.mark.parametrize("value", [
-    "//127.0.0.1/ref.png", "//127.0.0.1/", "127.0.0.1/ref.png", "example.com/cat.png",
-    "localhost/x.png", "  //example.com/a.png  ",
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "//127.0.0.1/ref.png",
+        "//127.0.0.1/",
+        "127.0.0.1/ref.png",
+        "example.com/cat.png",
+        "localhost/x.png",
+        "  //example.com/a.png  ",
+    ],
+)
 def test_url_without_a_scheme_is_invalid_reference_url(client, upstream, file_server, value):
-    for shape, param in ((value, "input_reference"),
-                         ({"image_url": value}, "input_reference.image_url")):
-        message = assert_refused(post_json(client, shape), upstream, "invalid_reference_url",
-                                 param=param)
+    for shape, param in (
+        (value, "input_reference"),
+        ({"image_url": value}, "input_reference.image_url"),
+    ):
+        message = assert_refused(
+            post_json(client, shape), upstream, "invalid_reference_url", param=param
+        )
         assert "http(s) URL" in message
     assert file_server.hits == []
 
@@ -231,9 +256,15 @@ def test_base64_of_a_jpeg_is_never_mistaken_for_a_url(client, upstream):
     assert post_json(client, encoded).status_code == 200
 
 
-@pytest.mark.parametrize("value", [
-    "not base64 at all!", "abc$%def", "data:image/png;base64,!!!!", "QUJD" + "\u00e9" * 4,
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "not base64 at all!",
+        "abc$%def",
+        "data:image/png;base64,!!!!",
+        "QUJD" + "\u00e9" * 4,
+    ],
+)
 def test_bad_base64_is_invalid_reference(client, upstream, value):
     message = assert_refused(post_json(client, value), upstream, "invalid_reference")
     assert "base64" in message
@@ -246,7 +277,7 @@ def test_data_uri_that_is_not_base64_is_invalid_reference(client, upstream):
 def test_lenient_base64_still_works(client, upstream):
     png = make_image(1280, 720)
     text = base64.urlsafe_b64encode(png).decode().rstrip("=")
-    wrapped = "\n".join(text[i:i + 76] for i in range(0, len(text), 76))
+    wrapped = "\n".join(text[i : i + 76] for i in range(0, len(text), 76))
     response = post_json(client, wrapped, size="1280x720")
     assert response.status_code == 200, response.get_data(as_text=True)
     assert sent_reference(upstream).data == png
@@ -256,9 +287,13 @@ def test_lenient_base64_still_works(client, upstream):
 
 
 def test_headers_agree_with_pillow():
-    for data in (make_photo(333, 222, "JPEG"), make_photo(333, 222, "WEBP"),
-                 make_photo(333, 222, "WEBP", lossless=True), make_photo(333, 222, "PNG"),
-                 make_photo(333, 222, "WEBP", mode="RGBA", orientation=3)):
+    for data in (
+        make_photo(333, 222, "JPEG"),
+        make_photo(333, 222, "WEBP"),
+        make_photo(333, 222, "WEBP", lossless=True),
+        make_photo(333, 222, "PNG"),
+        make_photo(333, 222, "WEBP", mode="RGBA", orientation=3),
+    ):
         with Image.open(io.BytesIO(data)) as image:
             info = read_info(data, image.format)
             assert (info.width, info.height) == image.size

@@ -31,17 +31,21 @@ class RawUpstream:
         request = Request(environ)
         request.get_data()
         self.seen.append(dict(request.headers))
-        response = Response(GZIPPED, status=201, headers={
-            "Content-Type": "application/json",
-            "Content-Encoding": "gzip",
-            "Connection": "X-Hop",
-            "X-Hop": "must-not-pass",
-            "Keep-Alive": "timeout=5",
-            "Set-Cookie": "upstream_session=abc",
-            "openai-poll-after-ms": "2500",
-            "x-request-id": "req_upstream_1",
-            "retry-after": "3",
-        })
+        response = Response(
+            GZIPPED,
+            status=201,
+            headers={
+                "Content-Type": "application/json",
+                "Content-Encoding": "gzip",
+                "Connection": "X-Hop",
+                "X-Hop": "must-not-pass",
+                "Keep-Alive": "timeout=5",
+                "Set-Cookie": "upstream_session=abc",
+                "openai-poll-after-ms": "2500",
+                "x-request-id": "req_upstream_1",
+                "retry-after": "3",
+            },
+        )
         return response(environ, start_response)
 
 
@@ -55,9 +59,15 @@ def raw_upstream():
 
 def test_body_bytes_status_and_end_to_end_headers_pass_unchanged(raw_upstream):
     client = create_app({"SORA_PROXY_UPSTREAM_URL": raw_upstream.base_url}).test_client()
-    response = client.post("/v1/videos", json={"prompt": "p"},
-                           headers={"Accept-Encoding": "gzip", "X-Request-ID": "mine-1",
-                                    "Cookie": "host_session=secret"})
+    response = client.post(
+        "/v1/videos",
+        json={"prompt": "p"},
+        headers={
+            "Accept-Encoding": "gzip",
+            "X-Request-ID": "mine-1",
+            "Cookie": "host_session=secret",
+        },
+    )
     assert response.status_code == 201
     assert response.get_data() == GZIPPED  # not decompressed
     assert response.headers["Content-Encoding"] == "gzip"

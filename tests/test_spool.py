@@ -24,7 +24,10 @@ def test_writes_land_in_the_spool_while_redis_is_down_and_replay_in_order(tmp_pa
     with RedisServer() as server:
         store = open_store(server.url)
         writes = DurableWrites(store, Spool(tmp_path / "spool"))
-        assert store.claim_idempotency_key("scope", "fp", in_flight_ttl=900, token="t").claim.value == "new"
+        assert (
+            store.claim_idempotency_key("scope", "fp", in_flight_ttl=900, token="t").claim.value
+            == "new"
+        )
         server.stop()
         writes.record(_resource("video_1"))
         writes.finish_idempotency_key("scope", "fp", RESPONSE, ttl=3600)

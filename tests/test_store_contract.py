@@ -40,8 +40,14 @@ def store(request, tmp_path) -> Iterator[Store]:
     opened.close()
 
 
-def video(resource_id: str, owner: str = "alice", created_at: float = 1000.0, **extra) -> OwnedResource:
-    fields = {"upstream": "default", "kind": "video", "last_object": {"id": resource_id, "status": "queued"}}
+def video(
+    resource_id: str, owner: str = "alice", created_at: float = 1000.0, **extra
+) -> OwnedResource:
+    fields = {
+        "upstream": "default",
+        "kind": "video",
+        "last_object": {"id": resource_id, "status": "queued"},
+    }
     fields.update(extra)
     return OwnedResource(resource_id=resource_id, owner=owner, created_at=created_at, **fields)
 
@@ -56,8 +62,12 @@ def all_ids(store: Store, owner: str, kind: str = "video", order: str = "asc") -
 
 
 def test_record_and_get_round_trip(store):
-    resource = video("video_1", owner="team:alice", created_at=1712345678.123456,
-                     last_object={"id": "video_1", "progress": 0.5, "note": "é✓", "nested": {"a": [1, None]}})
+    resource = video(
+        "video_1",
+        owner="team:alice",
+        created_at=1712345678.123456,
+        last_object={"id": "video_1", "progress": 0.5, "note": "é✓", "nested": {"a": [1, None]}},
+    )
     store.record(resource)
     assert store.get("video_1") == resource
     assert store.get("video_unknown") is None
@@ -71,8 +81,9 @@ def test_record_without_last_object(store):
 def test_update_object_replaces_only_the_object(store):
     store.record(video("video_1", created_at=5.5))
     store.update_object("video_1", {"id": "video_1", "status": "completed"})
-    assert store.get("video_1") == video("video_1", created_at=5.5,
-                                         last_object={"id": "video_1", "status": "completed"})
+    assert store.get("video_1") == video(
+        "video_1", created_at=5.5, last_object={"id": "video_1", "status": "completed"}
+    )
     store.update_object("video_missing", {"id": "video_missing"})
     assert store.get("video_missing") is None
     assert all_ids(store, "alice") == ["video_1"]
@@ -99,7 +110,9 @@ def test_record_overwrite_moves_to_new_owner_and_kind(store):
 
 
 def test_raw_record_holds_exactly_the_given_fields(store):
-    store.record(video("video_raw", owner="alice", created_at=12.25, last_object={"id": "video_raw"}))
+    store.record(
+        video("video_raw", owner="alice", created_at=12.25, last_object={"id": "video_raw"})
+    )
     if isinstance(store, SQLiteStore):
         conn = sqlite3.connect(store.path)
         conn.row_factory = sqlite3.Row
@@ -110,8 +123,13 @@ def test_raw_record_holds_exactly_the_given_fields(store):
     else:
         assert isinstance(store, RedisStore)
         row = json.loads(store.client.get(f"{store.prefix}res:video_raw"))
-    assert row == {"owner": "alice", "upstream": "default", "kind": "video",
-                   "created_at": 12.25, "last_object": {"id": "video_raw"}}
+    assert row == {
+        "owner": "alice",
+        "upstream": "default",
+        "kind": "video",
+        "created_at": 12.25,
+        "last_object": {"id": "video_raw"},
+    }
 
 
 # -- listing ---------------------------------------------------------------------------------
@@ -120,8 +138,15 @@ def test_raw_record_holds_exactly_the_given_fields(store):
 @pytest.fixture
 def listing(store) -> list[str]:
     """Seven of alice's videos interleaved with bob's, three sharing one created_at."""
-    alice = [("video_g", 10.0), ("video_c", 20.0), ("video_a", 20.0), ("video_e", 20.0),
-             ("video_b", 30.0), ("video_f", 5.0), ("video_d", 40.5)]
+    alice = [
+        ("video_g", 10.0),
+        ("video_c", 20.0),
+        ("video_a", 20.0),
+        ("video_e", 20.0),
+        ("video_b", 30.0),
+        ("video_f", 5.0),
+        ("video_d", 40.5),
+    ]
     for n, (resource_id, created_at) in enumerate(alice):
         store.record(video(resource_id, "alice", created_at))
         store.record(video(f"video_bob{n}", "bob", created_at))
@@ -140,15 +165,19 @@ def test_list_owned_pages_in_order(store, listing, order):
             break
         after = page[-1].resource_id
     assert pages == [(expected[0:3], True), (expected[3:6], True), (expected[6:], False)]
-    assert all(r.owner == "alice" for r in store.list_owned("alice", "video", after=None, limit=7,
-                                                            order=order)[0])
+    assert all(
+        r.owner == "alice"
+        for r in store.list_owned("alice", "video", after=None, limit=7, order=order)[0]
+    )
 
 
 def test_list_owned_has_more_is_exact(store, listing):
     assert store.list_owned("alice", "video", after=None, limit=7, order="asc")[1] is False
     page, has_more = store.list_owned("alice", "video", after=None, limit=6, order="asc")
     assert has_more is True
-    rest, has_more = store.list_owned("alice", "video", after=page[-1].resource_id, limit=6, order="asc")
+    rest, has_more = store.list_owned(
+        "alice", "video", after=page[-1].resource_id, limit=6, order="asc"
+    )
     assert [r.resource_id for r in rest] == listing[6:] and has_more is False
     last, has_more = store.list_owned("alice", "video", after=listing[-1], limit=3, order="asc")
     assert last == [] and has_more is False
@@ -213,7 +242,9 @@ def test_claims_and_answers_expire(store):
     assert store.claim_idempotency_key("s2", "other", in_flight_ttl=30).claim is Claim.NEW
 
 
-def _race(store: Store, scope: str, threads: int, barrier, *, also_this_thread: bool = False) -> list[str]:
+def _race(
+    store: Store, scope: str, threads: int, barrier, *, also_this_thread: bool = False
+) -> list[str]:
     outcomes: list[str] = []
 
     def claim() -> None:
@@ -247,8 +278,10 @@ def test_one_of_many_processes_wins_a_sqlite_claim(tmp_path):
     store.ping()  # the parent holds a connection when it forks, as gunicorn's master may
     context = multiprocessing.get_context("fork")
     barrier, results = context.Barrier(20), context.Queue()
-    children = [context.Process(target=_race_in_child, args=(store, "race", barrier, results))
-                for _ in range(4)]
+    children = [
+        context.Process(target=_race_in_child, args=(store, "race", barrier, results))
+        for _ in range(4)
+    ]
     for child in children:
         child.start()
     reports = [results.get(timeout=15) for _ in children]
@@ -389,13 +422,22 @@ def test_open_store_sqlite_relative_and_absolute(tmp_path, monkeypatch):
     assert isinstance(relative, SQLiteStore)
     assert relative.path == tmp_path / "data" / "rel.sqlite3" and relative.path.is_file()
     absolute = open_store(f"sqlite:///{tmp_path}/deep/er/abs.sqlite3")
-    assert str(tmp_path).startswith("/") and absolute.path == tmp_path / "deep" / "er" / "abs.sqlite3"
+    assert (
+        str(tmp_path).startswith("/") and absolute.path == tmp_path / "deep" / "er" / "abs.sqlite3"
+    )
     absolute.record(video("video_1"))
     assert absolute.get("video_1") is not None
 
 
-@pytest.mark.parametrize("url", ["redis://127.0.0.1:{port}/0", "redis://127.0.0.1:{port}",
-                                 "rediss://127.0.0.1:{port}/2", "unix:///nonexistent/redis.sock?db=3"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://127.0.0.1:{port}/0",
+        "redis://127.0.0.1:{port}",
+        "rediss://127.0.0.1:{port}/2",
+        "unix:///nonexistent/redis.sock?db=3",
+    ],
+)
 def test_open_store_redis_does_not_connect(url):
     store = open_store(url.format(port=free_port()), prefix="p:")
     assert isinstance(store, RedisStore) and store.prefix == "p:"
@@ -403,11 +445,23 @@ def test_open_store_redis_does_not_connect(url):
         store.ping()
 
 
-@pytest.mark.parametrize("url", [
-    "", "video.db", "/abs/path.db", "postgres://u:pw@h/db", "sqlite://", "sqlite:///",
-    "sqlite:///:memory:", "sqlite://host/x.db", "sqlite:///dir/", "redis://:hunter2@h:port/0",
-    "redis://:hunter2@h/notadb", "unix:///tmp/r.sock?db=x&password=hunter2",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "",
+        "video.db",
+        "/abs/path.db",
+        "postgres://u:pw@h/db",
+        "sqlite://",
+        "sqlite:///",
+        "sqlite:///:memory:",
+        "sqlite://host/x.db",
+        "sqlite:///dir/",
+        "redis://:hunter2@h:port/0",
+        "redis://:hunter2@h/notadb",
+        "unix:///tmp/r.sock?db=x&password=hunter2",
+    ],
+)
 def test_open_store_rejects_bad_urls_without_echoing_them(url):
     with pytest.raises(ValueError) as raised:
         open_store(url)
@@ -445,7 +499,10 @@ def test_intents_are_written_ended_and_counted_when_stranded(store):
 def test_release_with_a_token_ends_only_its_own_claim(store):
     assert store.claim_idempotency_key("s", "fp", in_flight_ttl=30, token="t1").claim is Claim.NEW
     store.release_idempotency_key("s", "t-other")
-    assert store.claim_idempotency_key("s", "fp", in_flight_ttl=30, token="t2").claim is Claim.IN_FLIGHT
+    assert (
+        store.claim_idempotency_key("s", "fp", in_flight_ttl=30, token="t2").claim
+        is Claim.IN_FLIGHT
+    )
     store.release_idempotency_key("s", "t1")
     assert store.claim_idempotency_key("s", "fp", in_flight_ttl=30, token="t3").claim is Claim.NEW
     store.finish_idempotency_key("s", "fp", RESPONSE, ttl=60)

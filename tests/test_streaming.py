@@ -26,8 +26,10 @@ def sim():
 
 @pytest.fixture(scope="module")
 def proxy(sim, tmp_path_factory):
-    server = Gunicorn({"SORA_PROXY_UPSTREAM_URL": sim.base_url},
-                      tmp_path_factory.mktemp("gunicorn") / "gunicorn.log")
+    server = Gunicorn(
+        {"SORA_PROXY_UPSTREAM_URL": sim.base_url},
+        tmp_path_factory.mktemp("gunicorn") / "gunicorn.log",
+    )
     yield server
     server.stop()
 
@@ -37,7 +39,9 @@ def test_300_mb_download_is_byte_for_byte(proxy, sim):
     video_id = sim.state.add_large_video(size, seed=7)
     digest = hashlib.sha256()
     received = 0
-    with requests.get(f"{proxy.url}/v1/videos/{video_id}/content", stream=True, timeout=60) as response:
+    with requests.get(
+        f"{proxy.url}/v1/videos/{video_id}/content", stream=True, timeout=60
+    ) as response:
         assert response.status_code == 200
         assert response.headers["Content-Length"] == str(size)
         assert response.headers["Content-Type"] == "video/mp4"
@@ -54,8 +58,11 @@ def test_range_on_a_large_body(proxy, sim):
     size = 64 * MB
     video_id = sim.state.add_large_video(size, seed=3)
     start, end = 10 * MB + 123, 20 * MB + 456
-    response = requests.get(f"{proxy.url}/v1/videos/{video_id}/content",
-                            headers={"Range": f"bytes={start}-{end}"}, timeout=60)
+    response = requests.get(
+        f"{proxy.url}/v1/videos/{video_id}/content",
+        headers={"Range": f"bytes={start}-{end}"},
+        timeout=60,
+    )
     assert response.status_code == 206
     assert response.headers["Content-Range"] == f"bytes {start}-{end}/{size}"
     assert response.content == b"".join(large_body_chunks(size, seed=3, start=start, end=end + 1))
@@ -63,8 +70,12 @@ def test_range_on_a_large_body(proxy, sim):
 
 def test_100_mb_upload_to_edits_is_byte_for_byte(proxy, sim):
     upload = VideoUpload(100 * MB)
-    response = requests.post(f"{proxy.url}/v1/videos/edits", data=upload, timeout=120,
-                             headers={"Content-Type": upload.content_type})
+    response = requests.post(
+        f"{proxy.url}/v1/videos/edits",
+        data=upload,
+        timeout=120,
+        headers={"Content-Type": upload.content_type},
+    )
     assert response.status_code == 200, response.text
     recorded = sim.state.requests[-1]
     assert recorded.path == "/v1/videos/edits"
@@ -96,11 +107,17 @@ def test_client_disconnect_closes_the_upstream_stream(proxy, sim):
 
 def test_upstream_reset_mid_stream_is_not_a_clean_end(proxy, sim):
     video_id = sim.state.add_large_video(32 * MB, seed=2)
-    sim.state.fail_next.append(FailureSpec(path_prefix=f"/v1/videos/{video_id}/content",
-                                           method="GET", truncate_after=5 * MB))
-    with pytest.raises((requests.exceptions.ChunkedEncodingError,
-                        requests.exceptions.ConnectionError)):
-        with requests.get(f"{proxy.url}/v1/videos/{video_id}/content", stream=True, timeout=30) as response:
+    sim.state.fail_next.append(
+        FailureSpec(
+            path_prefix=f"/v1/videos/{video_id}/content", method="GET", truncate_after=5 * MB
+        )
+    )
+    with pytest.raises(
+        (requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError)
+    ):
+        with requests.get(
+            f"{proxy.url}/v1/videos/{video_id}/content", stream=True, timeout=30
+        ) as response:
             assert response.status_code == 200
             for _ in response.iter_content(MB):
                 pass

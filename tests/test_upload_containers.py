@@ -26,7 +26,8 @@ from sora_proxy.simulator import SimulatorServer
 #: The 24-byte ``ftyp`` box the simulator's large bodies start with.
 FTYP = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom"
 #: A VP8 WebM written by libavformat with its ``live`` option: an unknown-size Segment.
-LIVE_WEBM = zlib.decompress(base64.b64decode("""
+LIVE_WEBM = zlib.decompress(
+    base64.b64decode("""
 eNqTcr2/eL5TWyOj03cg/tTI4vS5kcOpqaU8NSnXqb2Ryam1kUkiuCGd8T8ECPrOLlntu7s7eHWLqOfKtOA1jQshPLGQ
 ddlA3lnf3T1AnlDI4fTgNU2MAm8YGcAgg4FOAOSq5VrXNzbzOzn4NvT6JJalmRnpGQKRgVG4Iyof5OZ966AuNL3eyFh8
 tOPuDed95jGqN+Y0MihtndNcmpfS0cjQ1hoWHxZg0dzIqPy4uYX160OGB20bGh12NRqAPLq4uHhB8oGG9BOzXBe3u/o5
@@ -34,7 +35,8 @@ tOPuDed95jGqN+Y0MihtndNcmpfS0cjQ1hoWHxZg0dzIqPy4uYX160OGB20bGh12NRqAPLq4uHhB8oGG
 xMAqsIZBwp+58olkcWTlAiblhn87bs2wexrjw3STj+mGG8PixY0MJxguMkIUMhho6H9hYHFj+LdSaM2lfZN3Wy7fklTC
 sHhpI6MOFkWH1nzSUw/giFOJEvbjbgCZxTiBGLO+EGHWkkamCCzK0Fw/u5FpD4MgyJsCIgkMmeb7LzDcEnyWzvDvdRTI
 CGYFNCMUsAUAcwsRjmZ+QdjR4IgKeN7E4gMKVgYiTAVGEjFBgTWKMPyBNY4wAn8CcRH5hQizsMYQulk4o+hNHzjwFeDJ
-lEHHgf8Lw5XCwwrdE/4t+/kt8O4edVsfBgC+PGqP"""))
+lEHHgf8Lw5XCwwrdE/4t+/kt8O4edVsfBgC+PGqP""")
+)
 
 
 def box(kind: bytes, payload: bytes = b"") -> bytes:
@@ -84,8 +86,9 @@ def test_random_after_ftyp_is_refused():
 
 def test_a_box_type_must_be_printable():
     message = refusal(FTYP + box(b"xyz\x01") + MOOV + MDAT)
-    assert message == ("'video': the MP4 box 'xyz\\x01' at byte 24 is not a box type: the file "
-                       "is not a whole MP4.")
+    assert message == (
+        "'video': the MP4 box 'xyz\\x01' at byte 24 is not a box type: the file is not a whole MP4."
+    )
 
 
 @pytest.mark.parametrize("cut", [1, 50, 100, 108, 109])
@@ -120,7 +123,8 @@ def test_size_zero_runs_to_the_end_of_the_file():
 def test_64_bit_largesize():
     walk(FTYP + MOOV + struct.pack(">I4sQ", 1, b"mdat", 16 + 50) + b"\x00" * 50, 5)
     assert "shorter than its own 16-byte header" in refusal(
-        FTYP + MOOV + struct.pack(">I4sQ", 1, b"mdat", 8) + MDAT)
+        FTYP + MOOV + struct.pack(">I4sQ", 1, b"mdat", 8) + MDAT
+    )
     # A 5 GiB file (bytes fed as views of one zero block: nothing this large is held).
     size = (5 << 30) + 7
     head = mp4_head(size)
@@ -140,14 +144,17 @@ def test_a_box_shorter_than_its_header_is_refused():
     assert "shorter than its own 8-byte header" in refusal(FTYP + struct.pack(">I4s", 4, b"free"))
 
 
-@pytest.mark.parametrize(("data", "why"), [
-    (box(b"ftyp", b"mp42") + MOOV + MDAT, "does not start with an 'ftyp' box"),
-    (FTYP + MDAT, "no 'moov'"),
-    (FTYP + MOOV + box(b"free"), "no 'mdat'"),
-    (FTYP + MOOV + MOOV + MDAT, "a second 'moov' box starts at byte"),
-    (b"not a video at all", "is not an MP4, QuickTime or WebM video"),
-    (b"", "is not an MP4, QuickTime or WebM video"),
-])
+@pytest.mark.parametrize(
+    ("data", "why"),
+    [
+        (box(b"ftyp", b"mp42") + MOOV + MDAT, "does not start with an 'ftyp' box"),
+        (FTYP + MDAT, "no 'moov'"),
+        (FTYP + MOOV + box(b"free"), "no 'mdat'"),
+        (FTYP + MOOV + MOOV + MDAT, "a second 'moov' box starts at byte"),
+        (b"not a video at all", "is not an MP4, QuickTime or WebM video"),
+        (b"", "is not an MP4, QuickTime or WebM video"),
+    ],
+)
 def test_mp4_requirements(data, why):
     assert why in refusal(data)
 
@@ -155,8 +162,11 @@ def test_mp4_requirements(data, why):
 # --- WebM -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("data", [webm(), webm(live=True), webm(doc_type=b"matroska"), LIVE_WEBM],
-                         ids=["known-size", "unknown-size", "matroska", "libavformat-live"])
+@pytest.mark.parametrize(
+    "data",
+    [webm(), webm(live=True), webm(doc_type=b"matroska"), LIVE_WEBM],
+    ids=["known-size", "unknown-size", "matroska", "libavformat-live"],
+)
 @pytest.mark.parametrize("step", [1, 5, None])
 def test_whole_webm_in_any_chunking(data, step):
     walk(data, step)
@@ -188,7 +198,8 @@ def test_webm_requirements():
     assert "no Tracks" in refusal(header + ebml_element(0x18538067, cluster))
     assert "no Cluster" in refusal(header + ebml_element(0x18538067, tracks))
     assert "unknown size, which only a Segment or Cluster may have" in refusal(
-        header + ebml_element(0x18538067, ebml_element(0x1654AE6B, unknown_size=True)))
+        header + ebml_element(0x18538067, ebml_element(0x1654AE6B, unknown_size=True))
+    )
     # A child longer than its Segment.
     inner = tracks + cluster
     segment = ebml_element(0x18538067, inner)
@@ -225,11 +236,18 @@ def test_checked_video_chunks_refuse_a_bad_start_before_iteration():
 # --- through the app, the simulator upstream ----------------------------------------------
 
 
-def multipart(video: bytes, name: str = "prompt", value: str = "Snow",
-              boundary: str = "container-test") -> tuple[bytes, dict[str, str]]:
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
-            f"--{boundary}\r\nContent-Disposition: form-data; name=\"video\"; filename=\"v.mp4\""
-            "\r\nContent-Type: video/mp4\r\n\r\n").encode() + video + f"\r\n--{boundary}--\r\n".encode()
+def multipart(
+    video: bytes, name: str = "prompt", value: str = "Snow", boundary: str = "container-test"
+) -> tuple[bytes, dict[str, str]]:
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="video"; filename="v.mp4"'
+            "\r\nContent-Type: video/mp4\r\n\r\n"
+        ).encode()
+        + video
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
 
 
@@ -278,8 +296,10 @@ def sim() -> Iterator[SimulatorServer]:
 
 @pytest.fixture(scope="module")
 def proxy(sim, tmp_path_factory) -> Iterator[Gunicorn]:
-    server = Gunicorn({"SORA_PROXY_UPSTREAM_URL": sim.base_url},
-                      tmp_path_factory.mktemp("gunicorn") / "gunicorn.log")
+    server = Gunicorn(
+        {"SORA_PROXY_UPSTREAM_URL": sim.base_url},
+        tmp_path_factory.mktemp("gunicorn") / "gunicorn.log",
+    )
     yield server
     server.stop()
 
@@ -287,8 +307,12 @@ def proxy(sim, tmp_path_factory) -> Iterator[Gunicorn]:
 def test_gunicorn_refuses_a_bad_video_and_passes_a_whole_one(proxy, sim):
     size = 50 * MB
     whole = VideoUpload(size, {"prompt": "Snow"})
-    response = requests.post(f"{proxy.url}/v1/videos/edits", data=whole, timeout=120,
-                             headers={"Content-Type": whole.content_type})
+    response = requests.post(
+        f"{proxy.url}/v1/videos/edits",
+        data=whole,
+        timeout=120,
+        headers={"Content-Type": whole.content_type},
+    )
     assert response.status_code == 200, response.text
     (video,) = sim.state.requests[-1].files["video"]
     assert video.size == size and video.sha256 == whole.sha256
@@ -300,8 +324,12 @@ def test_gunicorn_refuses_a_bad_video_and_passes_a_whole_one(proxy, sim):
     cut[-1] = cut[-1][:-1]
     for chunks in ([noise], cut):
         upload = VideoUpload(20 * MB, {"prompt": "Snow"}, chunks=iter(chunks))
-        response = requests.post(f"{proxy.url}/v1/videos/edits", data=upload, timeout=120,
-                                 headers={"Content-Type": upload.content_type})
+        response = requests.post(
+            f"{proxy.url}/v1/videos/edits",
+            data=upload,
+            timeout=120,
+            headers={"Content-Type": upload.content_type},
+        )
         assert response.status_code == 400, response.text
         assert response.json()["error"]["code"] == "invalid_video"
         assert response.json()["error"]["param"] == "video"
@@ -313,13 +341,19 @@ def test_character_url_pointing_at_noise_after_ftyp_is_refused(client, upstream,
     cut = MP4[:-7]
     for name, body in (("noise.mp4", noise), ("cut.mp4", cut)):
         url = file_server.add(f"/{name}", body, **{"Content-Type": "video/mp4"})
-        response = client.post("/sora/v1/characters", json={
-            "character_url": url, "character_timestamps": "1,2", "name": "Kite"})
+        response = client.post(
+            "/sora/v1/characters",
+            json={"character_url": url, "character_timestamps": "1,2", "name": "Kite"},
+        )
         error = assert_error(response, 400, "character_url")
         assert error["code"] == "invalid_video"
-    assert not any(r.path == "/v1/videos/characters" and r.body_length >= len(cut)
-                   for r in upstream.state.requests)
+    assert not any(
+        r.path == "/v1/videos/characters" and r.body_length >= len(cut)
+        for r in upstream.state.requests
+    )
     whole = file_server.add("/whole.mp4", MP4, **{"Content-Type": "video/mp4"})
-    accepted = client.post("/sora/v1/characters", json={
-        "character_url": whole, "character_timestamps": "1,2", "name": "Kite"})
+    accepted = client.post(
+        "/sora/v1/characters",
+        json={"character_url": whole, "character_timestamps": "1,2", "name": "Kite"},
+    )
     assert accepted.status_code == 200, accepted.get_json()

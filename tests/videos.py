@@ -67,17 +67,23 @@ class VideoUpload:
     file's digest once the body has been iterated.
     """
 
-    def __init__(self, size: int, fields: dict[str, str] | None = None,
-                 boundary: str = "video-upload-boundary",
-                 chunks: Iterator[bytes] | None = None) -> None:
+    def __init__(
+        self,
+        size: int,
+        fields: dict[str, str] | None = None,
+        boundary: str = "video-upload-boundary",
+        chunks: Iterator[bytes] | None = None,
+    ) -> None:
         self.size = size
         self.content_type = f"multipart/form-data; boundary={boundary}"
         text = "".join(
-            f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
             for name, value in (fields or {"prompt": "More rain"}).items()
         )
-        self._head = (text + f"--{boundary}\r\nContent-Disposition: form-data; name=\"video\"; "
-                      "filename=\"big.mp4\"\r\nContent-Type: video/mp4\r\n\r\n").encode()
+        self._head = (
+            text + f'--{boundary}\r\nContent-Disposition: form-data; name="video"; '
+            'filename="big.mp4"\r\nContent-Type: video/mp4\r\n\r\n'
+        ).encode()
         self._tail = f"\r\n--{boundary}--\r\n".encode()
         self._chunks = chunks
         self._digest = hashlib.sha256()
@@ -105,8 +111,11 @@ class VideoUpload:
 def ebml_element(element_id: int, payload: bytes = b"", *, unknown_size: bool = False) -> bytes:
     """One EBML element: its ID as written, an 8-byte size (or unknown), then ``payload``."""
     raw_id = element_id.to_bytes((element_id.bit_length() + 7) // 8, "big")
-    size = b"\x01\xff\xff\xff\xff\xff\xff\xff" if unknown_size else (
-        (1 << 56) | len(payload)).to_bytes(8, "big")
+    size = (
+        b"\x01\xff\xff\xff\xff\xff\xff\xff"
+        if unknown_size
+        else ((1 << 56) | len(payload)).to_bytes(8, "big")
+    )
     return raw_id + size + payload
 
 
@@ -114,21 +123,39 @@ def webm(*, live: bool = False, doc_type: bytes = b"webm") -> bytes:
     """A small, structurally whole WebM: EBML header, a Segment with Info, Tracks (one VP8
     track) and two Clusters of one SimpleBlock each. ``live`` writes the Segment and Clusters
     with an unknown size, as a live recorder does."""
-    header = ebml_element(0x1A45DFA3, b"".join((
-        ebml_element(0x4286, b"\x01"), ebml_element(0x42F7, b"\x01"),
-        ebml_element(0x42F2, b"\x04"), ebml_element(0x42F3, b"\x08"),
-        ebml_element(0x4282, doc_type), ebml_element(0x4287, b"\x04"),
-        ebml_element(0x4285, b"\x02"),
-    )))
+    header = ebml_element(
+        0x1A45DFA3,
+        b"".join(
+            (
+                ebml_element(0x4286, b"\x01"),
+                ebml_element(0x42F7, b"\x01"),
+                ebml_element(0x42F2, b"\x04"),
+                ebml_element(0x42F3, b"\x08"),
+                ebml_element(0x4282, doc_type),
+                ebml_element(0x4287, b"\x04"),
+                ebml_element(0x4285, b"\x02"),
+            )
+        ),
+    )
     info = ebml_element(0x1549A966, ebml_element(0x2AD7B1, (1000000).to_bytes(3, "big")))
-    track = ebml_element(0xAE, b"".join((
-        ebml_element(0xD7, b"\x01"), ebml_element(0x83, b"\x01"),
-        ebml_element(0x86, b"V_VP8"),
-        ebml_element(0xE0, ebml_element(0xB0, b"\x40") + ebml_element(0xBA, b"\x30")),
-    )))
+    track = ebml_element(
+        0xAE,
+        b"".join(
+            (
+                ebml_element(0xD7, b"\x01"),
+                ebml_element(0x83, b"\x01"),
+                ebml_element(0x86, b"V_VP8"),
+                ebml_element(0xE0, ebml_element(0xB0, b"\x40") + ebml_element(0xBA, b"\x30")),
+            )
+        ),
+    )
     clusters = b"".join(
-        ebml_element(0x1F43B675, ebml_element(0xE7, bytes([n])) + ebml_element(
-            0xA3, b"\x81\x00\x00\x80" + bytes(range(40))), unknown_size=live)
+        ebml_element(
+            0x1F43B675,
+            ebml_element(0xE7, bytes([n]))
+            + ebml_element(0xA3, b"\x81\x00\x00\x80" + bytes(range(40))),
+            unknown_size=live,
+        )
         for n in range(2)
     )
     segment = info + ebml_element(0x1654AE6B, track) + clusters

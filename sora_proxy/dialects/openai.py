@@ -118,8 +118,8 @@ class OpenAIDialect(Dialect):
         deployed = answer.get("model") if answer else None
         if answer is None or not isinstance(deployed, str):
             return body
-        name = caller_model if caller_model in upstream.models else _caller_model(
-            upstream, deployed
+        name = (
+            caller_model if caller_model in upstream.models else _caller_model(upstream, deployed)
         )
         if name is None or name == deployed or upstream.models[name].deployment != deployed:
             return body

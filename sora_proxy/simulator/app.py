@@ -69,7 +69,9 @@ def _authenticate() -> None:
     for name, value in current_app.config["SORA_SIMULATOR_REQUIRED_QUERY"].items():
         if request.args.get(name) != value:
             raise SimError(
-                400, f"Missing or unsupported query parameter '{name}'.", param=name,
+                400,
+                f"Missing or unsupported query parameter '{name}'.",
+                param=name,
                 code="invalid_query",
             )
     expected: str | None = current_app.config["SORA_SIMULATOR_API_KEY"]

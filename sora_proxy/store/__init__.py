@@ -55,7 +55,7 @@ def open_store(url: str, *, prefix: str = "sora_proxy:") -> Store:
     if scheme == "sqlite":
         if not url.lower().startswith(_SQLITE):
             raise ValueError("a SQLite URL is sqlite:///relative/path or sqlite:////absolute/path")
-        path = url[len(_SQLITE):].split("?", 1)[0]
+        path = url[len(_SQLITE) :].split("?", 1)[0]
         if not path or path == ":memory:" or path.endswith("/"):
             raise ValueError("a SQLite URL must name a file (in-memory databases are per thread)")
         return SQLiteStore(os.path.abspath(path))

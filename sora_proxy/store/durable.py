@@ -54,8 +54,11 @@ class DurableWrites:
     ) -> None:
         """Keep ``response`` as the answer for ``scope``; never raises."""
         entry = {
-            "op": "finish", "scope": scope, "fingerprint": fingerprint,
-            "response": encode_response(response), "expires_at": time.time() + ttl,
+            "op": "finish",
+            "scope": scope,
+            "fingerprint": fingerprint,
+            "response": encode_response(response),
+            "expires_at": time.time() + ttl,
         }
         self._write(
             entry,
@@ -149,12 +152,14 @@ def _describe(entry: dict[str, Any]) -> str:
     """The entry for a log line: ids and names only (an answer body could be large)."""
     if entry["op"] == "record":
         resource = entry["resource"]
-        shown = {key: resource[key] for key in ("resource_id", "owner", "upstream", "kind",
-                                                "created_at")}
+        shown = {
+            key: resource[key] for key in ("resource_id", "owner", "upstream", "kind", "created_at")
+        }
         return json.dumps({"op": "record", **shown})
     if entry["op"] == "finish":
-        return json.dumps({"op": "finish", "scope": entry["scope"],
-                           "status": entry["response"]["status"]})
+        return json.dumps(
+            {"op": "finish", "scope": entry["scope"], "status": entry["response"]["status"]}
+        )
     return json.dumps(
         {"op": entry["op"], "scope": entry.get("scope"), "intent_id": entry.get("intent_id")}
     )

@@ -134,7 +134,7 @@ class RedisStore(Store):
         with self.client.pipeline() as pipe:
             for _ in range(_WATCH_ATTEMPTS):
                 try:
-                    pipe.watch(key)
+                    pipe.watch(key)  # type: ignore[no-untyped-call]
                     raw = pipe.get(key)
                     pipe.multi()
                     change(pipe, None if raw is None else json.loads(raw))
@@ -245,8 +245,9 @@ class RedisStore(Store):
 
     def begin_intent(self, intent: Intent, *, ttl: float) -> None:
         """Write ``intent`` (details under ``intent:{id}``, its time in the ``intents`` set)."""
-        details = json.dumps({"owner": intent.owner, "route": intent.route,
-                              "created_at": intent.created_at})
+        details = json.dumps(
+            {"owner": intent.owner, "route": intent.route, "created_at": intent.created_at}
+        )
         with self._guard("begin_intent"):
             pipe = self.client.pipeline()
             pipe.set(f"{self.prefix}intent:{intent.intent_id}", details, px=_ms(ttl))
@@ -270,9 +271,7 @@ class RedisStore(Store):
             )
             if not ids:
                 return 0
-            alive = self.client.exists(
-                *(f"{self.prefix}intent:{member.decode()}" for member in ids)
-            )
+            alive = self.client.exists(*(f"{self.prefix}intent:{_text(member)}" for member in ids))
         return int(alive)
 
     def warnings(self) -> list[str]:
@@ -314,3 +313,7 @@ def _resource(resource_id: str, data: dict[str, Any]) -> OwnedResource:
         created_at=float(data["created_at"]),
         last_object=data["last_object"],
     )
+
+
+def _text(member: Any) -> str:
+    return member.decode("utf-8") if isinstance(member, bytes) else str(member)

@@ -82,8 +82,9 @@ class SQLiteStore(Store):
     :param cleanup_every: delete expired idempotency rows on every this-many-th claim.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 10.0,
-                 cleanup_every: int = 200) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, timeout: float = 10.0, cleanup_every: int = 200
+    ) -> None:
         self.path = Path(path)
         self.timeout = timeout
         self.cleanup_every = cleanup_every
@@ -147,7 +148,8 @@ class SQLiteStore(Store):
         if local.conn is None:
             local.conn = self._connect()
             local.identity = self._identity()
-        return local.conn
+        conn: sqlite3.Connection = local.conn
+        return conn
 
     def _file_missing(self) -> None:
         now = time.monotonic()
@@ -191,8 +193,14 @@ class SQLiteStore(Store):
         with self._db("record") as db:
             db.execute(
                 f"INSERT OR REPLACE INTO resources ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",  # noqa: S608
-                (resource.resource_id, resource.owner, resource.upstream, resource.kind,
-                 float(resource.created_at), last),
+                (
+                    resource.resource_id,
+                    resource.owner,
+                    resource.upstream,
+                    resource.kind,
+                    float(resource.created_at),
+                    last,
+                ),
             )
 
     def get(self, resource_id: str) -> OwnedResource | None:
@@ -301,8 +309,13 @@ class SQLiteStore(Store):
             db.execute(
                 "INSERT OR REPLACE INTO intents (intent_id, owner, route, created_at, expires_at)"
                 " VALUES (?, ?, ?, ?, ?)",
-                (intent.intent_id, intent.owner, intent.route, intent.created_at,
-                 intent.created_at + ttl),
+                (
+                    intent.intent_id,
+                    intent.owner,
+                    intent.route,
+                    intent.created_at,
+                    intent.created_at + ttl,
+                ),
             )
 
     def end_intent(self, intent_id: str) -> None:
