@@ -19,6 +19,15 @@ UPSTREAM_KEY = "sk-upstream-DO-NOT-LEAK-7f3a9c"
 CALLER_KEY = "sk-caller-ALSO-SECRET-41b2"
 
 
+@pytest.fixture(autouse=True)
+def instance_folder(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """Every Flask app a test builds (proxy, host app, simulator) gets its own instance folder,
+    so no default SQLite store or spool lands in the checkout."""
+    folder = tmp_path_factory.mktemp("instance")
+    monkeypatch.setattr(Flask, "auto_find_instance_path", lambda self: str(folder))
+    return folder
+
+
 @pytest.fixture
 def upstream() -> Iterator[SimulatorServer]:
     """A fresh simulator, the real upstream, recording every request it receives."""

@@ -38,6 +38,9 @@ class Gunicorn:
         self.port = free_port()
         self.log_path = log_path
         env = {k: v for k, v in os.environ.items() if not k.startswith("SORA_PROXY_")}
+        # Records and the spool beside the log, never in the checkout's instance folder.
+        env["SORA_PROXY_STORE_URL"] = f"sqlite:///{log_path.parent}/gunicorn-store.sqlite3"
+        env["SORA_PROXY_SPOOL_DIR"] = str(log_path.parent / "gunicorn-spool")
         env.update(settings)
         env.update({"SORA_PROXY_BIND": f"127.0.0.1:{self.port}", "WEB_CONCURRENCY": str(workers)})
         self._log = open(log_path, "wb")  # noqa: SIM115

@@ -13,16 +13,26 @@ from conftest import CALLER_KEY, UPSTREAM_KEY
 from images import data_uri, make_image, parse_multipart, pixel_size
 from servers import REPO, Gunicorn
 
+from sora_proxy.simulator import SimulatorServer
 
-@pytest.fixture
-def proxy(upstream, tmp_path):
+
+@pytest.fixture(scope="module")
+def upstream():
+    """One simulator for the module (its tests read only the latest request it recorded)."""
+    with SimulatorServer(seconds_per_step=0.05) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def proxy(upstream, tmp_path_factory):
+    """One gunicorn for the module: starting one costs about a second."""
     server = Gunicorn(
         {
             "SORA_PROXY_UPSTREAM_URL": upstream.base_url,
             "SORA_PROXY_UPSTREAM_API_KEY": UPSTREAM_KEY,
             "SORA_PROXY_API_KEYS": CALLER_KEY,
         },
-        tmp_path / "gunicorn.log",
+        tmp_path_factory.mktemp("gunicorn") / "gunicorn.log",
     )
     yield server
     log = server.stop()
