@@ -199,11 +199,12 @@ def _parse_upstream(entry: Any, index: int, settings: Settings) -> Upstream:
         raise fail("query must be a table of strings")
     models = _parse_models(entry.get("models"), fail)
     numbers = {}
+    fields = Upstream.__dataclass_fields__
     for key, default in (
         ("connect_timeout", settings.connect_timeout),
         ("read_timeout", settings.read_timeout),
-        ("priority", 0),
-        ("weight", 1),
+        ("priority", fields["priority"].default),
+        ("weight", fields["weight"].default),
     ):
         value = entry.get(key, default)
         if (

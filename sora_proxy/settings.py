@@ -33,7 +33,7 @@ class Settings:
     """
 
     #: The single upstream's base URL; ``None`` when ``upstreams_file`` lists several.
-    upstream_url: str | None
+    upstream_url: str | None = None
     upstream_api_key: str | None = None
     upstreams_file: str | None = None
     #: Caller keys as (caller name, key) pairs, from SORA_PROXY_API_KEYS and _API_KEYS_FILE.
@@ -78,7 +78,15 @@ def _raw(config: Mapping[str, Any], name: str) -> Any:
     return config.get(PREFIX + name)
 
 
-def _string(config: Mapping[str, Any], name: str, default: str | None) -> str | None:
+def _default(name: str) -> Any:
+    """The default of the setting ``name`` (``FETCH_TIMEOUT``): the :class:`Settings` field's,
+    so each default is written once."""
+    field = Settings.__dataclass_fields__.get(name.lower())
+    return None if field is None else field.default  # API_KEYS_FILE adds to api_keys
+
+
+def _string(config: Mapping[str, Any], name: str) -> str | None:
+    default: str | None = _default(name)
     value = _raw(config, name)
     if value is None:
         return default
@@ -88,10 +96,10 @@ def _string(config: Mapping[str, Any], name: str, default: str | None) -> str | 
     return value if value else default
 
 
-def _boolean(config: Mapping[str, Any], name: str, default: bool) -> bool:
+def _boolean(config: Mapping[str, Any], name: str) -> bool:
     value = _raw(config, name)
     if value is None:
-        return default
+        return bool(_default(name))
     if isinstance(value, bool):
         return value
     text = str(value).strip().lower()
@@ -102,7 +110,10 @@ def _boolean(config: Mapping[str, Any], name: str, default: bool) -> bool:
     raise ConfigError(PREFIX + name, "must be true or false")
 
 
-def _number(config: Mapping[str, Any], name: str, default: float, *, integer: bool = False) -> Any:
+def _number(config: Mapping[str, Any], name: str) -> Any:
+    """A positive number; a whole one when the default is an ``int``."""
+    default = _default(name)
+    integer = isinstance(default, int)
     value = _raw(config, name)
     if value is None or (isinstance(value, str) and not value.strip()):
         return default
@@ -119,7 +130,7 @@ def _number(config: Mapping[str, Any], name: str, default: float, *, integer: bo
 def _count(config: Mapping[str, Any], name: str) -> int:
     value = _raw(config, name)
     if value is None or (isinstance(value, str) and not value.strip()):
-        return 0
+        return int(_default(name))
     try:
         number = int(value)
     except (TypeError, ValueError):
@@ -144,7 +155,7 @@ def _api_keys(config: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
     value = _raw(config, "API_KEYS")
     items = value.split(",") if isinstance(value, str) else list(value or ())
     pairs = [_named_key(str(item).strip(), "API_KEYS") for item in items if str(item).strip()]
-    path = _string(config, "API_KEYS_FILE", None)
+    path = _string(config, "API_KEYS_FILE")
     if path:
         try:
             lines = Path(path).read_text(encoding="utf-8").splitlines()
@@ -194,20 +205,20 @@ def load_settings(config: Mapping[str, Any], *, has_authenticate: bool = False) 
         identified even without ``SORA_PROXY_API_KEYS``.
     :raises ConfigError: on the first bad value, naming its key.
     """
-    upstream_api_key = _string(config, "UPSTREAM_API_KEY", None)
+    upstream_api_key = _string(config, "UPSTREAM_API_KEY")
     api_keys = _api_keys(config)
-    allow_anonymous = _boolean(config, "ALLOW_ANONYMOUS", False)
+    allow_anonymous = _boolean(config, "ALLOW_ANONYMOUS")
     if upstream_api_key and not api_keys and not has_authenticate and not allow_anonymous:
         raise ConfigError(
             PREFIX + "API_KEYS",
             "is empty while SORA_PROXY_UPSTREAM_API_KEY is set: anyone could spend that key; "
             "set caller keys or SORA_PROXY_ALLOW_ANONYMOUS=true",
         )
-    fit = (_string(config, "REFERENCE_FIT", "cover") or "cover").lower()
+    fit = (_string(config, "REFERENCE_FIT") or _default("REFERENCE_FIT")).lower()
     if fit not in REFERENCE_FITS:
         raise ConfigError(PREFIX + "REFERENCE_FIT", f"must be one of {', '.join(REFERENCE_FITS)}")
-    upstreams_file = _string(config, "UPSTREAMS_FILE", None)
-    upstream_url = _string(config, "UPSTREAM_URL", None)
+    upstreams_file = _string(config, "UPSTREAMS_FILE")
+    upstream_url = _string(config, "UPSTREAM_URL")
     if upstreams_file and (upstream_url or upstream_api_key):
         raise ConfigError(
             PREFIX + "UPSTREAMS_FILE",
@@ -219,25 +230,25 @@ def load_settings(config: Mapping[str, Any], *, has_authenticate: bool = False) 
         upstream_api_key=upstream_api_key,
         api_keys=api_keys,
         allow_anonymous=allow_anonymous,
-        url_prefix=_url_prefix(_string(config, "URL_PREFIX", "")),
-        fetch_allow_private=_boolean(config, "FETCH_ALLOW_PRIVATE", False),
-        fetch_timeout=_number(config, "FETCH_TIMEOUT", 20.0),
-        max_reference_bytes=_number(config, "MAX_REFERENCE_BYTES", 20 * MIB, integer=True),
-        max_video_bytes=_number(config, "MAX_VIDEO_BYTES", 200 * MIB, integer=True),
-        fetch_video_timeout=_number(config, "FETCH_VIDEO_TIMEOUT", 300.0),
+        url_prefix=_url_prefix(_string(config, "URL_PREFIX")),
+        fetch_allow_private=_boolean(config, "FETCH_ALLOW_PRIVATE"),
+        fetch_timeout=_number(config, "FETCH_TIMEOUT"),
+        max_reference_bytes=_number(config, "MAX_REFERENCE_BYTES"),
+        max_video_bytes=_number(config, "MAX_VIDEO_BYTES"),
+        fetch_video_timeout=_number(config, "FETCH_VIDEO_TIMEOUT"),
         reference_fit=fit,
-        image_concurrency=_number(config, "IMAGE_CONCURRENCY", 2, integer=True),
-        forward_metadata=_boolean(config, "FORWARD_METADATA", False),
-        connect_timeout=_number(config, "CONNECT_TIMEOUT", 10.0),
-        read_timeout=_number(config, "READ_TIMEOUT", 120.0),
-        pool_maxsize=_number(config, "POOL_MAXSIZE", 32, integer=True),
-        store_url=_string(config, "STORE_URL", None),
-        store_prefix=_string(config, "STORE_PREFIX", "sora_proxy:") or "sora_proxy:",
-        spool_dir=_string(config, "SPOOL_DIR", None),
-        idempotency_ttl=_number(config, "IDEMPOTENCY_TTL", 86400.0),
+        image_concurrency=_number(config, "IMAGE_CONCURRENCY"),
+        forward_metadata=_boolean(config, "FORWARD_METADATA"),
+        connect_timeout=_number(config, "CONNECT_TIMEOUT"),
+        read_timeout=_number(config, "READ_TIMEOUT"),
+        pool_maxsize=_number(config, "POOL_MAXSIZE"),
+        store_url=_string(config, "STORE_URL"),
+        store_prefix=_string(config, "STORE_PREFIX") or _default("STORE_PREFIX"),
+        spool_dir=_string(config, "SPOOL_DIR"),
+        idempotency_ttl=_number(config, "IDEMPOTENCY_TTL"),
         trusted_proxies=_count(config, "TRUSTED_PROXIES"),
-        metrics=_boolean(config, "METRICS", False),
-        log_prompts=_boolean(config, "LOG_PROMPTS", False),
+        metrics=_boolean(config, "METRICS"),
+        log_prompts=_boolean(config, "LOG_PROMPTS"),
     )
 
 
