@@ -22,7 +22,6 @@ from .errors import ConfigError, InvalidRequest
 from .settings import Settings
 from .sizing import (
     ALLOWED_SECONDS,
-    DEFAULT_MODEL,
     MODEL_SIZES,
     OFFERED_MODELS,
     ModelRoute,
@@ -66,8 +65,17 @@ class Upstream:
 class Catalog:
     """Every upstream by name, and which offer each model."""
 
-    def __init__(self, upstreams: list[Upstream]) -> None:
+    def __init__(self, upstreams: list[Upstream], default_model: str | None = None) -> None:
         self.upstreams: dict[str, Upstream] = {upstream.name: upstream for upstream in upstreams}
+        offered = self.models
+        #: What a create that names no model gets: the setting, else the first model offered.
+        self.default_model = default_model or next(iter(offered))
+        if self.default_model not in offered:
+            raise ConfigError(
+                "SORA_PROXY_DEFAULT_MODEL",
+                f"'{self.default_model}' is offered by no upstream; use one of "
+                f"{', '.join(sorted(offered))}",
+            )
 
     @property
     def models(self) -> dict[str, ModelRoute]:
@@ -83,8 +91,8 @@ class Catalog:
 
     def default_upstream(self) -> Upstream:
         """Where a job that names no model goes (uploaded edits, characters; the list without a
-        store): the first choice for the default model, which every catalog offers."""
-        return self.candidates(DEFAULT_MODEL, None, None)[0]
+        store): the first choice for the default model."""
+        return self.candidates(self.default_model, None, None)[0]
 
     def candidates(self, model: str, size: str | None, seconds: str | None) -> list[Upstream]:
         """The upstreams to try for a create, in order: lowest priority first, then a
@@ -150,7 +158,8 @@ def load_catalog(settings: Settings) -> Catalog:
                     connect_timeout=settings.connect_timeout,
                     read_timeout=settings.read_timeout,
                 )
-            ]
+            ],
+            settings.default_model,
         )
     try:
         with open(settings.upstreams_file, "rb") as file:
@@ -167,10 +176,7 @@ def load_catalog(settings: Settings) -> Catalog:
     for name in names:
         if names.count(name) > 1:
             raise ConfigError(FILE_KEY, f"upstream name '{name}' is used twice")
-    catalog = Catalog(upstreams)
-    if "sora-2" not in catalog.models:
-        raise ConfigError(FILE_KEY, "no upstream offers the default model 'sora-2'")
-    return catalog
+    return Catalog(upstreams, settings.default_model)
 
 
 def _parse_upstream(entry: Any, index: int, settings: Settings) -> Upstream:

@@ -27,7 +27,7 @@ from .references import (
 )
 from .schemas import CreateVideoSchema, load_or_raise, load_output_config
 from .settings import Settings
-from .sizing import DEFAULT_MODEL, ModelRoute, decide_size
+from .sizing import ModelRoute, decide_size
 
 if TYPE_CHECKING:
     from .catalog import Upstream
@@ -39,7 +39,7 @@ _ORDERED = ("prompt", "model", "size", "seconds")
 class CreatePlan:
     """A validated create, ready to be encoded for whichever upstream takes it.
 
-    :param model: the caller-facing model (``sora-2`` when the caller named none).
+    :param model: the caller-facing model (the catalog's default when the caller named none).
     :param fields: the text fields in upstream order, the caller's model name included only
         if the caller gave one.
     """
@@ -84,15 +84,20 @@ def load_create(body: FormBody) -> dict[str, Any]:
 
 
 def plan_create(
-    body: FormBody, params: dict[str, Any], settings: Settings, models: Mapping[str, ModelRoute]
+    body: FormBody,
+    params: dict[str, Any],
+    settings: Settings,
+    models: Mapping[str, ModelRoute],
+    default_model: str,
 ) -> CreatePlan:
     """Plan a create whose fields :func:`load_create` checked.
 
     :param models: every offered model, with the sizes and seconds some upstream allows.
+    :param default_model: the model when the caller named none.
     :raises ProxyError: an unknown model, an unreadable or refused reference, or a size
         conflict, all before any upstream is contacted.
     """
-    model = params.get("model") or DEFAULT_MODEL
+    model = params.get("model") or default_model
     route = models.get(model)
     if route is None:
         raise InvalidRequest(

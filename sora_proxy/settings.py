@@ -36,6 +36,8 @@ class Settings:
     upstream_url: str | None = None
     upstream_api_key: str | None = None
     upstreams_file: str | None = None
+    #: The model a create that names none gets; None: the first model the upstreams offer.
+    default_model: str | None = None
     #: Caller keys as (caller name, key) pairs, from SORA_PROXY_API_KEYS and _API_KEYS_FILE.
     api_keys: tuple[tuple[str, str], ...] = ()
     allow_anonymous: bool = False
@@ -227,6 +229,7 @@ def load_settings(config: Mapping[str, Any], *, has_authenticate: bool = False) 
     return Settings(
         upstream_url=None if upstreams_file else _upstream_url(upstream_url),
         upstreams_file=upstreams_file,
+        default_model=_string(config, "DEFAULT_MODEL"),
         upstream_api_key=upstream_api_key,
         api_keys=api_keys,
         allow_anonymous=allow_anonymous,

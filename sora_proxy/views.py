@@ -40,7 +40,6 @@ from .schemas import (
     load_or_raise,
 )
 from .settings import MIB
-from .sizing import DEFAULT_MODEL
 from .store import Kind
 from .streaming import read_answer, small_answer, stream_back
 from .uploads import UploadHead, fetched_video_body, streamed_upload
@@ -56,7 +55,9 @@ def create_video() -> Response:
     body = read_form_body(request, max_bytes=state.settings.create_body_limit)
     params = load_create(body)
     note_prompt(params)
-    plan = plan_create(body, params, state.settings, state.catalog.models)
+    plan = plan_create(
+        body, params, state.settings, state.catalog.models, state.catalog.default_model
+    )
     _require_referenced(caller, params, plan)
     return post(
         caller,
@@ -66,7 +67,7 @@ def create_video() -> Response:
             candidates=state.catalog.candidates(plan.model, plan.size, plan.seconds),
             body=plan.encoded_for,
             fingerprint=lambda: idempotency.fingerprint("create", params, body.file_digests()),
-            caller_model=params.get("model") or DEFAULT_MODEL,
+            caller_model=plan.model,
         ),
     )
 
@@ -129,18 +130,7 @@ def remix_video(video_id: str) -> Response:
         raise InvalidRequest("remix takes no file parts.", param=next(iter(body.files)))
     fields = load_or_raise(RemixSchema(), body.fields)
     note_prompt(fields)
-    upstream = _upstream_of(caller, video_id, "video")
-    _require_referenced(caller, fields)
-    return post(
-        caller,
-        PaidRequest(
-            path,
-            "video",
-            [upstream],
-            EncodedBody.json(fields),
-            fingerprint=lambda: idempotency.fingerprint(f"remix/{video_id}", fields),
-        ),
-    )
+    return _post_json_job(caller, path, video_id, fields, route=f"remix/{video_id}")
 
 
 def edit_video() -> Response:
@@ -183,7 +173,14 @@ def _video_job_by_id(path: str, schema: type[Schema], caller: Caller) -> Respons
     note_prompt(fields)
     if "video" not in fields:
         raise InvalidRequest("Missing required parameter: 'video'.", param="video")
-    upstream = _upstream_of(caller, fields["video"]["id"], "video")
+    return _post_json_job(caller, path, fields["video"]["id"], fields, route=path)
+
+
+def _post_json_job(
+    caller: Caller, path: str, video_id: str, fields: dict[str, Any], *, route: str
+) -> Response:
+    """A paid JSON job on one of the caller's videos (remix, edit or extend by id)."""
+    upstream = _upstream_of(caller, video_id, "video")
     _require_referenced(caller, fields)
     return post(
         caller,
@@ -192,7 +189,7 @@ def _video_job_by_id(path: str, schema: type[Schema], caller: Caller) -> Respons
             "video",
             [upstream],
             EncodedBody.json(fields),
-            fingerprint=lambda: idempotency.fingerprint(path, fields),
+            fingerprint=lambda: idempotency.fingerprint(route, fields),
         ),
     )
 

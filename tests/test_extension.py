@@ -80,3 +80,39 @@ def test_a_bad_dialect_or_dialect_key_stops_start_up_with_one_line(tmp_path, ups
         SoraProxy(app)
     assert says in str(raised.value) and "\n" not in str(raised.value)
     assert EXTENSION_KEY not in app.extensions
+
+
+_PRO_ONLY = (
+    '[[upstream]]\nname = "gw"\nbase_url = "{url}"\n[upstream.models."sora-2-pro"]\n'
+    '[upstream.models."wan-2.2"]\nsizes = ["832x480"]\nseconds = ["5"]\n'
+)
+
+
+def test_no_upstream_has_to_offer_sora_2_and_the_first_model_is_the_default(tmp_path, upstream):
+    app = _with_file(tmp_path, upstream, _PRO_ONLY)
+    SoraProxy(app)
+    client = app.test_client()
+    listed = [model["id"] for model in client.get("/v1/videos/models").get_json()["data"]]
+    assert listed == ["sora-2-pro", "wan-2.2"]
+    created = client.post("/v1/videos", json={"prompt": "p"})
+    assert created.status_code == 200, created.get_json()
+    assert upstream.state.requests[-1].form == {"prompt": ["p"], "model": ["sora-2-pro"]}
+    assert created.get_json()["model"] == "sora-2-pro"
+
+
+def test_the_default_model_is_a_setting(tmp_path, upstream):
+    app = _with_file(tmp_path, upstream, _PRO_ONLY)
+    app.config["SORA_PROXY_DEFAULT_MODEL"] = "wan-2.2"
+    SoraProxy(app)
+    refused = app.test_client().post("/v1/videos", json={"prompt": "p", "seconds": "4"})
+    assert refused.status_code == 400
+    assert refused.get_json()["error"]["param"] == "seconds"  # wan-2.2 offers only 5 s
+    assert "Must be one of 5" in refused.get_json()["error"]["message"]
+
+
+def test_a_default_model_no_upstream_offers_stops_start_up(tmp_path, upstream):
+    app = _with_file(tmp_path, upstream, _PRO_ONLY)
+    app.config["SORA_PROXY_DEFAULT_MODEL"] = "sora-2"
+    with pytest.raises(ConfigError) as raised:
+        SoraProxy(app)
+    assert str(raised.value).startswith("SORA_PROXY_DEFAULT_MODEL: 'sora-2' is offered by no")

@@ -155,20 +155,24 @@ def test_idempotent_create_with_redis_stopped_is_answered_once_and_replayed(tmp_
             assert _posts(sim, "/v1/videos") == 1
 
 
-def test_idempotency_claim_is_released_when_the_intent_cannot_be_written(tmp_path, upstream):
-    """A store that takes the claim but then fails: the claim must not stay in flight."""
+def _keyed_app(upstream: SimulatorServer, redis: RedisServer, tmp_path: Path):
     from sora_proxy import create_app
 
+    return create_app(
+        {
+            "SORA_PROXY_UPSTREAM_URL": upstream.base_url,
+            "SORA_PROXY_UPSTREAM_API_KEY": UPSTREAM_KEY,
+            "SORA_PROXY_API_KEYS": f"alice:{KEY}",
+            "SORA_PROXY_STORE_URL": redis.url,
+            "SORA_PROXY_SPOOL_DIR": str(tmp_path / "spool"),
+        }
+    )
+
+
+def test_idempotency_claim_is_released_when_the_intent_cannot_be_written(tmp_path, upstream):
+    """A store that takes the claim but then fails: the claim must not stay in flight."""
     with RedisServer() as redis:
-        app = create_app(
-            {
-                "SORA_PROXY_UPSTREAM_URL": upstream.base_url,
-                "SORA_PROXY_UPSTREAM_API_KEY": UPSTREAM_KEY,
-                "SORA_PROXY_API_KEYS": f"alice:{KEY}",
-                "SORA_PROXY_STORE_URL": redis.url,
-                "SORA_PROXY_SPOOL_DIR": str(tmp_path / "spool"),
-            }
-        )
+        app = _keyed_app(upstream, redis, tmp_path)
         client = app.test_client()
         store = app.extensions["sora_proxy"].records.store
         original = store.begin_intent
@@ -191,18 +195,8 @@ def test_idempotency_claim_is_released_when_the_intent_cannot_be_written(tmp_pat
 
 
 def test_retrieve_answers_when_the_store_cannot_write_its_refresh(upstream, tmp_path):
-    from sora_proxy import create_app
-
     with RedisServer() as redis:
-        app = create_app(
-            {
-                "SORA_PROXY_UPSTREAM_URL": upstream.base_url,
-                "SORA_PROXY_UPSTREAM_API_KEY": UPSTREAM_KEY,
-                "SORA_PROXY_API_KEYS": f"alice:{KEY}",
-                "SORA_PROXY_STORE_URL": redis.url,
-                "SORA_PROXY_SPOOL_DIR": str(tmp_path / "spool"),
-            }
-        )
+        app = _keyed_app(upstream, redis, tmp_path)
         client = app.test_client()
         video_id = client.post("/v1/videos", json={"prompt": "p"}, headers=AUTH).get_json()["id"]
         upstream.state.complete(video_id)

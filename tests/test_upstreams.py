@@ -304,10 +304,6 @@ def test_single_upstream_settings_are_a_one_entry_catalog(make_app, upstream):
             "used twice",
         ),
         (
-            '[[upstream]]\nname="a"\nbase_url="http://127.0.0.1:1/v1"\napi_key="k"\n[upstream.models."sora-2-pro"]',
-            "default model 'sora-2'",
-        ),
-        (
             '[[upstream]]\nname="a"\nbase_url="http://127.0.0.1:1/v1"\napi_key_env="SORA_TEST_MISSING_ENV"',
             "SORA_TEST_MISSING_ENV",
         ),

@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from ..catalog import Upstream
     from ..plan import CreatePlan
 
+#: The model an OpenAI-shaped upstream renders when a create names none.
+UPSTREAM_DEFAULT_MODEL = "sora-2"
 AuthStyle = Literal["bearer", "api-key"]
 ReferenceForm = Literal["multipart", "json"]
 _AUTH_STYLES: tuple[AuthStyle, ...] = ("bearer", "api-key")
@@ -92,7 +94,8 @@ class OpenAIDialect(Dialect):
         """The upstream's deployment name for the model, and the reference in its form."""
         fields = dict(plan.fields)
         deployment = upstream.models[plan.model].deployment
-        if "model" in fields or deployment != plan.model:
+        # Left out only when the caller left it out and the upstream's own default is meant.
+        if "model" in fields or deployment != plan.model or plan.model != UPSTREAM_DEFAULT_MODEL:
             fields["model"] = deployment
         if plan.file_id is not None:
             fields[REFERENCE_PARAM] = {"file_id": plan.file_id}
