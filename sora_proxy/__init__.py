@@ -69,7 +69,8 @@ class SoraProxy:
         catalog = load_catalog(settings)
         refuse_open_relay(catalog, settings, identifies_callers=authenticator.identifies_callers)
         records = None
-        if authenticator.identifies_callers or len(catalog.upstreams) > 1:
+        proxy_owned = any(u.dialect.proxy_owned for u in catalog.upstreams.values())
+        if authenticator.identifies_callers or len(catalog.upstreams) > 1 or proxy_owned:
             records = _open_records(settings, app.instance_path)
         app.extensions[EXTENSION_KEY] = ProxyState(
             settings=settings,

@@ -100,6 +100,16 @@ class ReferenceFetchFailed(InvalidRequest):
         self.reason = reason
 
 
+class UnsupportedByUpstream(InvalidRequest):
+    """The upstream that would serve this request has no such operation (400), said before
+    anything is sent."""
+
+    code = "unsupported_by_upstream"
+
+    def __init__(self, operation: str, upstream: str) -> None:
+        super().__init__(f"The upstream '{upstream}' does not support {operation}.")
+
+
 class Unauthorized(ProxyError):
     """The caller did not present a valid key (401)."""
 

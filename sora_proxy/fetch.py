@@ -18,7 +18,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from urllib.parse import quote, urljoin, urlsplit
@@ -132,6 +132,9 @@ class FetchedStream:
         self._param = param
         self.content_type: str | None = response.headers.get("Content-Type")
         self.content_length = _declared_length(response)
+        self.status = response.status
+        #: The response's headers, as the fetched host sent them.
+        self.headers: dict[str, str] = dict(response.headers.items())
 
     def iter_chunks(self, chunk_size: int = 1 << 16) -> Iterator[bytes]:
         """Yield the body, refusing once it exceeds the byte cap or the deadline passes."""
@@ -157,15 +160,19 @@ class FetchedStream:
 
 
 @contextmanager
-def open_url(url: str, policy: FetchPolicy, *, param: str) -> Iterator[FetchedStream]:
+def open_url(
+    url: str, policy: FetchPolicy, *, param: str, headers: Mapping[str, str] | None = None
+) -> Iterator[FetchedStream]:
     """Open ``url`` under ``policy``, following redirects; yield the final 2xx response.
+
+    :param headers: end-to-end request headers to send (``Range``); never credentials.
 
     The connection is closed when the block exits. Every refusal raises
     :class:`ReferenceFetchFailed` naming ``param``.
     """
     deadline_at = time.monotonic() + policy.deadline
     for hop in range(max(policy.max_redirects, 0) + 1):
-        pool, response = _request(url, policy, deadline_at, param)
+        pool, response = _request(url, policy, deadline_at, param, headers)
         try:
             if response.status in REDIRECT_STATUSES:
                 location = response.headers.get("Location")
@@ -195,7 +202,11 @@ def fetch_bytes(url: str, policy: FetchPolicy, *, param: str) -> bytes:
 
 
 def _request(
-    url: str, policy: FetchPolicy, deadline_at: float, param: str
+    url: str,
+    policy: FetchPolicy,
+    deadline_at: float,
+    param: str,
+    extra_headers: Mapping[str, str] | None = None,
 ) -> tuple[HTTPConnectionPool, HTTPResponse]:
     """Check ``url``, resolve and check its host, and send the GET to a checked address."""
     if any(ord(char) <= 0x20 or ord(char) == 0x7F for char in url):
@@ -221,7 +232,8 @@ def _request(
     host_header = f"[{host}]" if ":" in host else host
     if port != _DEFAULT_PORTS[scheme]:
         host_header = f"{host_header}:{port}"
-    headers = {"Host": host_header, "User-Agent": "sora-proxy", "Accept": "*/*"}
+    headers = {**(extra_headers or {}), "Host": host_header, "User-Agent": "sora-proxy"}
+    headers.setdefault("Accept", "*/*")
     target = quote(parts.path or "/", safe="/%:@!$&'()*+,;=~-._")
     if parts.query:
         target += "?" + quote(parts.query, safe="/?%:@!$&'()*+,;=~-._")

@@ -67,7 +67,11 @@ class Ownership:
 
     def upstream_of(self, owner: str, resource_id: str, kind: Kind, catalog: Catalog) -> Upstream:
         """The upstream holding ``resource_id``, if ``owner`` owns it (else the 404)."""
-        record = self.require(owner, resource_id, kind)
+        return self.upstream_for(self.require(owner, resource_id, kind), catalog)
+
+    @staticmethod
+    def upstream_for(record: OwnedResource, catalog: Catalog) -> Upstream:
+        """The upstream ``record`` names (502 if it is no longer configured)."""
         upstream = catalog.upstreams.get(record.upstream)
         if upstream is None:
             raise UpstreamUnreachable(

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import requests
 from flask import Response, request
 
-from . import idempotency
+from . import idempotency, jobs
 from .auth import Caller
 from .catalog import Upstream
 from .client import forwarded_headers
@@ -161,8 +161,11 @@ def _settle(
     try:
         if paid.upload is not None:
             note_bytes_in(paid.upload.bytes_read)
-        data = upstream.dialect.present(upstream, data, paid.caller_model)
-        if 200 <= status < 300:
+        if upstream.dialect.proxy_owned:
+            status, headers, data = _own_answer(records, caller, paid, upstream, answered)
+        else:
+            data = upstream.dialect.present(upstream, data, paid.caller_model)
+        if 200 <= status < 300 and not upstream.dialect.proxy_owned:
             records.ownership.record_created(caller.owner, paid.kind, data, upstream.name)
         if ticket:
             digest = paid.upload.digest(paid.path) if paid.upload is not None else None
@@ -172,3 +175,26 @@ def _settle(
         # A bug here must not turn a paid answer into a 500 the SDK would retry.
         log.exception("recording the answer to a paid %s failed; answered anyway", paid.path)
     return small_answer(status, headers, data)
+
+
+def _own_answer(
+    records: Records,
+    caller: Caller,
+    paid: PaidRequest,
+    upstream: Upstream,
+    answered: tuple[int, list[tuple[str, str]], bytes],
+) -> tuple[int, list[tuple[str, str]], bytes]:
+    """A proxy-owned upstream's answer as the caller sees it: an accepted job becomes the
+    proxy's own ``video`` (recorded), an error the OpenAI envelope."""
+    status, headers, data = answered
+    if 200 <= status < 300:
+        job = upstream.dialect.read_job(upstream, status, data)
+        video = jobs.record_created(records, caller.owner, upstream, job, paid.caller_model)
+        return 200, [("Content-Type", "application/json")], json.dumps(video).encode()
+    error = upstream.dialect.read_error(upstream, status, data)
+    if error is None:
+        return status, headers, data
+    kept = [("Content-Type", "application/json"), *error.headers.items()]
+    if error.status >= 500:
+        kept.append(("x-should-retry", "false"))
+    return error.status, kept, json.dumps(error.envelope()).encode()

@@ -61,6 +61,8 @@ class Settings:
     #: ``sora_proxy-spool``.
     spool_dir: str | None = None
     idempotency_ttl: float = 86400.0
+    #: Seconds between two upstream polls of one proxy-owned video, however many clients poll.
+    poll_interval: float = 2.0
     #: Proxies in front (nginx: 1) whose X-Forwarded-* headers are trusted.
     trusted_proxies: int = 0
     metrics: bool = False
@@ -249,6 +251,7 @@ def load_settings(config: Mapping[str, Any], *, has_authenticate: bool = False) 
         store_prefix=_string(config, "STORE_PREFIX") or _default("STORE_PREFIX"),
         spool_dir=_string(config, "SPOOL_DIR"),
         idempotency_ttl=_number(config, "IDEMPOTENCY_TTL"),
+        poll_interval=_number(config, "POLL_INTERVAL"),
         trusted_proxies=_count(config, "TRUSTED_PROXIES"),
         metrics=_boolean(config, "METRICS"),
         log_prompts=_boolean(config, "LOG_PROMPTS"),

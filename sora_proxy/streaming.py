@@ -80,13 +80,23 @@ class StreamedBody:
         self.sent = 0
         #: ``upstream_broke_off`` once the upstream's body ended early, for the log line.
         self.error_code: str | None = None
+        self._peeked: bytes | None = None
 
     def add_close_callback(self, callback: Callable[[int, str | None], None]) -> None:
         """Call ``callback(bytes_sent, error_code)`` once, when the body is closed."""
         self._callbacks.append(callback)
 
+    def peek(self, size: int = 64) -> bytes:
+        """Up to ``size`` of the body's first bytes, read now and still sent first."""
+        if self._peeked is None:
+            self._peeked = self._upstream.raw.read(size, decode_content=False) or b""
+        return self._peeked
+
     def __iter__(self) -> Iterator[bytes]:
         try:
+            if self._peeked:
+                self.sent += len(self._peeked)
+                yield self._peeked
             for chunk in self._upstream.raw.stream(self._chunk_size, decode_content=False):
                 self.sent += len(chunk)
                 yield chunk

@@ -15,14 +15,14 @@ import requests
 from flask import Response, request
 from marshmallow import Schema
 
-from . import idempotency
+from . import idempotency, jobs
 from .auth import Caller
 from .bodies import media_type, read_form_body, read_json_object
 from .catalog import Upstream
 from .client import forwarded_headers
-from .dialects import EncodedBody
+from .dialects import EncodedBody, Operation
 from .dialects.openai import form_text
-from .errors import InvalidRequest, NotFound
+from .errors import InvalidRequest, NotFound, UnsupportedByUpstream
 from .extension import proxy_state
 from .fetch import open_url
 from .observability import current_request_id, note_caller, note_prompt, note_upstream
@@ -40,7 +40,7 @@ from .schemas import (
     load_or_raise,
 )
 from .settings import MIB
-from .store import Kind
+from .store import Kind, OwnedResource
 from .streaming import read_answer, small_answer, stream_back
 from .uploads import UploadHead, fetched_video_body, streamed_upload
 
@@ -84,17 +84,26 @@ def list_videos() -> Response:
 
 
 def retrieve_video(video_id: str) -> Response:
-    """``GET /v1/videos/{video_id}``, from the upstream that holds it."""
+    """``GET /v1/videos/{video_id}``, from the upstream that holds it (or the store)."""
     caller = _caller()
     path = f"/videos/{check_id(video_id, 'video_id')}"
-    upstream = _upstream_of(caller, video_id, "video")
-    records = proxy_state().records
-    if records is None:
+    state = proxy_state()
+    record, upstream = _video_of(caller, video_id)
+    if state.records is None:
         return _stream(upstream, "GET", path, caller)
+    if record is not None and upstream.dialect.proxy_owned:
+        return jobs.retrieve(
+            state.records,
+            state.client,
+            record,
+            upstream,
+            request.headers,
+            interval=state.settings.poll_interval,
+        )
     status, headers, data = read_answer(_send(upstream, "GET", path, caller), method="GET")
     data = upstream.dialect.present(upstream, data)
     if status == 200:
-        records.ownership.refresh(video_id, data)  # a cache write: never fails the read
+        state.records.ownership.refresh(video_id, data)  # a cache write: never fails the read
     return small_answer(status, headers, data)
 
 
@@ -102,10 +111,18 @@ def delete_video(video_id: str) -> Response:
     """``DELETE /v1/videos/{video_id}`` (the SDK's empty JSON body is ignored)."""
     caller = _caller()
     path = f"/videos/{check_id(video_id, 'video_id')}"
-    upstream = _upstream_of(caller, video_id, "video")
     records = proxy_state().records
+    record, upstream = _video_of(caller, video_id)
     if records is None:
         return _stream(upstream, "DELETE", path, caller)
+    if record is not None and upstream.dialect.proxy_owned:
+        if "delete" in upstream.dialect.operations and record.handle is not None:
+            # Deleted upstream where it can be; forgotten here either way.
+            read_answer(
+                _send(upstream, "DELETE", f"/videos/{record.handle['id']}", caller), method="DELETE"
+            )
+        records.store.forget(video_id)
+        return jobs.deleted(video_id)
     status, headers, data = read_answer(_send(upstream, "DELETE", path, caller), method="DELETE")
     if 200 <= status < 300:
         records.store.forget(video_id)
@@ -117,7 +134,17 @@ def video_content(video_id: str) -> Response:
     caller = _caller()
     query = load_or_raise(ContentQuerySchema(), request.args.to_dict())
     path = f"/videos/{check_id(video_id, 'video_id')}/content"
-    upstream = _upstream_of(caller, video_id, "video")
+    record, upstream = _video_of(caller, video_id)
+    if record is not None and upstream.dialect.proxy_owned:
+        return jobs.content(
+            proxy_state().client,
+            record,
+            upstream,
+            request.headers,
+            method=request.method,
+            variant=query.get("variant", "video"),
+            allow_private=proxy_state().settings.fetch_allow_private,
+        )
     return _stream(upstream, request.method, path, caller, query)
 
 
@@ -130,7 +157,9 @@ def remix_video(video_id: str) -> Response:
         raise InvalidRequest("remix takes no file parts.", param=next(iter(body.files)))
     fields = load_or_raise(RemixSchema(), body.fields)
     note_prompt(fields)
-    return _post_json_job(caller, path, video_id, fields, route=f"remix/{video_id}")
+    return _post_json_job(
+        caller, path, video_id, fields, route=f"remix/{video_id}", operation="remix"
+    )
 
 
 def edit_video() -> Response:
@@ -155,12 +184,16 @@ def _video_job(path: str, schema: type[Schema]) -> Response:
     note_prompt(head.fields)
     video = head.fields.get("video")
     by_id = video["id"] if isinstance(video, dict) and isinstance(video.get("id"), str) else None
+    upstream = _upstream_of(caller, by_id, "video")
+    _require_operation(upstream, "edits" if path.endswith("edits") else "extensions")
+    if upstream.dialect.proxy_owned:
+        raise UnsupportedByUpstream("uploaded edits and extensions", upstream.name)
     return post(
         caller,
         PaidRequest(
             path,
             "video",
-            [_upstream_of(caller, by_id, "video")],
+            [upstream],
             EncodedBody(upload.body(check), upload.content_type),
             fingerprint=lambda: upload.fingerprint(path, head),
             upload=upload,
@@ -173,15 +206,29 @@ def _video_job_by_id(path: str, schema: type[Schema], caller: Caller) -> Respons
     note_prompt(fields)
     if "video" not in fields:
         raise InvalidRequest("Missing required parameter: 'video'.", param="video")
-    return _post_json_job(caller, path, fields["video"]["id"], fields, route=path)
+    operation: Operation = "edits" if path.endswith("edits") else "extensions"
+    return _post_json_job(
+        caller, path, fields["video"]["id"], fields, route=path, operation=operation
+    )
 
 
 def _post_json_job(
-    caller: Caller, path: str, video_id: str, fields: dict[str, Any], *, route: str
+    caller: Caller,
+    path: str,
+    video_id: str,
+    fields: dict[str, Any],
+    *,
+    route: str,
+    operation: Operation,
 ) -> Response:
     """A paid JSON job on one of the caller's videos (remix, edit or extend by id)."""
-    upstream = _upstream_of(caller, video_id, "video")
+    record, upstream = _video_of(caller, video_id)
+    _require_operation(upstream, operation)
     _require_referenced(caller, fields)
+    if record is not None and record.handle is not None:
+        if operation != "remix":  # the upstream's id would have to replace ours in the body
+            raise UnsupportedByUpstream(f"{operation} of its videos", upstream.name)
+        path = f"/videos/{record.handle['id']}/remix"
     return post(
         caller,
         PaidRequest(
@@ -225,7 +272,7 @@ def create_character() -> Response:
         PaidRequest(
             path,
             "character",
-            [_upstream_of(caller, None, "character")],
+            [_character_upstream(caller)],
             EncodedBody(upload.body(_check_character), upload.content_type),
             fingerprint=lambda: upload.fingerprint(path, head),
             upload=upload,
@@ -262,7 +309,7 @@ def create_character_from_url() -> Response:
             PaidRequest(
                 "/videos/characters",
                 "character",
-                [_upstream_of(caller, None, "character")],
+                [_character_upstream(caller)],
                 fetched_video_body(
                     text, fetched, param="character_url", max_bytes=settings.max_video_bytes
                 ),
@@ -286,6 +333,31 @@ def _caller() -> Caller:
     caller = proxy_state().authenticator.authenticate(request)
     note_caller(caller.name)
     return caller
+
+
+def _video_of(caller: Caller, video_id: str) -> tuple[OwnedResource | None, Upstream]:
+    """The caller's record of ``video_id`` (when a store keeps them) and its upstream."""
+    state = proxy_state()
+    if state.records is None:
+        return None, state.catalog.default_upstream()
+    ownership = state.records.ownership
+    record = ownership.require(caller.owner, video_id, "video")
+    return record, ownership.upstream_for(record, state.catalog)
+
+
+def _character_upstream(caller: Caller) -> Upstream:
+    """Where a new character goes: the default upstream, if it keeps characters."""
+    upstream = _upstream_of(caller, None, "character")
+    _require_operation(upstream, "characters")
+    if upstream.dialect.proxy_owned:
+        raise UnsupportedByUpstream("characters", upstream.name)
+    return upstream
+
+
+def _require_operation(upstream: Upstream, operation: Operation) -> None:
+    """Refuse, before anything is sent, what the upstream cannot do."""
+    if operation not in upstream.dialect.operations:
+        raise UnsupportedByUpstream(operation, upstream.name)
 
 
 def _upstream_of(caller: Caller, resource_id: str | None, kind: Kind) -> Upstream:

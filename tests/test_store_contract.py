@@ -129,7 +129,35 @@ def test_raw_record_holds_exactly_the_given_fields(store):
         "kind": "video",
         "created_at": 12.25,
         "last_object": {"id": "video_raw"},
+        "handle": None,
     }
+
+
+def test_a_proxy_owned_record_keeps_its_upstream_handle(store):
+    handle = {"id": "task_abc", "polling_url": None, "result_urls": ["https://r/1.mp4"]}
+    store.record(video("video_own", handle=handle))
+    assert store.get("video_own").handle == handle
+    store.update_object("video_own", {"id": "video_own", "status": "completed"})
+    assert store.get("video_own").handle == handle
+
+
+def test_one_poll_per_interval_across_threads(store):
+    store.record(video("video_poll"))
+    wins: list[bool] = []
+    threads = [
+        threading.Thread(target=lambda: wins.append(store.claim_poll("video_poll", interval=0.5)))
+        for _ in range(20)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert wins.count(True) == 1
+    assert store.claim_poll("video_poll", interval=0.5) is False
+    time.sleep(0.6)
+    assert store.claim_poll("video_poll", interval=0.5) is True
+    store.forget("video_poll")
+    assert store.claim_poll("video_poll", interval=0.5) is True
 
 
 # -- listing ---------------------------------------------------------------------------------

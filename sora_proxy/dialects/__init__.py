@@ -5,10 +5,32 @@ Adding a dialect is its module, one line in :data:`DIALECTS`, its simulator and 
 
 from __future__ import annotations
 
-from .base import Body, Dialect, EncodedBody, Fail, OutgoingRequest
+from .base import (
+    ALL_OPERATIONS,
+    Body,
+    ContentSource,
+    Dialect,
+    EncodedBody,
+    Fail,
+    JobState,
+    Operation,
+    OutgoingRequest,
+)
 from .openai import OpenAIDialect
 
-__all__ = ["DIALECTS", "Body", "Dialect", "EncodedBody", "Fail", "OpenAIDialect", "OutgoingRequest"]
+__all__ = [
+    "ALL_OPERATIONS",
+    "DIALECTS",
+    "Body",
+    "ContentSource",
+    "Dialect",
+    "EncodedBody",
+    "Fail",
+    "JobState",
+    "OpenAIDialect",
+    "Operation",
+    "OutgoingRequest",
+]
 
 #: Every dialect by the name an ``[[upstream]]`` table gives.
 DIALECTS: dict[str, type[Dialect]] = {

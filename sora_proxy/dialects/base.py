@@ -12,9 +12,9 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, get_args
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ProxyError
 
 if TYPE_CHECKING:
     from ..catalog import Upstream
@@ -50,6 +50,54 @@ class OutgoingRequest:
 
 #: Builds the one-line error for a bad ``[[upstream]]`` entry.
 Fail = Callable[[str], ConfigError]
+
+#: The Videos API operations an upstream may or may not have.
+Operation = Literal[
+    "create",
+    "retrieve",
+    "list",
+    "delete",
+    "content",
+    "remix",
+    "edits",
+    "extensions",
+    "characters",
+]
+ALL_OPERATIONS: frozenset[Operation] = frozenset(get_args(Operation))
+
+
+@dataclass(frozen=True)
+class JobState:
+    """What an upstream said about a job, in OpenAI's words (for proxy-owned videos).
+
+    :param upstream_id: the upstream's own handle for the job.
+    :param video: ``video`` object fields (``status`` one of the four, ``progress`` 0..100,
+        ``error`` ``{code, message}`` or ``None``); ``id`` is the proxy's to set.
+    :param result_urls: where the finished video can be fetched without credentials.
+    :param polling_url: where to poll, when the upstream names it.
+    """
+
+    upstream_id: str
+    video: dict[str, Any]
+    result_urls: tuple[str, ...] = ()
+    polling_url: str | None = None
+
+    def handle(self) -> dict[str, Any]:
+        """What the store keeps to reach this job again."""
+        return {
+            "id": self.upstream_id,
+            "polling_url": self.polling_url,
+            "result_urls": list(self.result_urls),
+        }
+
+
+@dataclass(frozen=True)
+class ContentSource:
+    """Where a finished video's bytes are: an upstream ``path`` asked with the upstream's
+    credentials, or a result ``url`` fetched with none (under ``fetch.py``'s rules)."""
+
+    path: str | None = None
+    url: str | None = None
 
 
 class Dialect(ABC):
@@ -93,3 +141,43 @@ class Dialect(ABC):
     def present(self, upstream: Upstream, body: bytes, caller_model: str | None = None) -> bytes:
         """An answer as the caller should see it (e.g. the caller's model name, not the
         upstream's deployment name); ``body`` unchanged when nothing needs changing."""
+
+    # -- proxy-owned videos: for upstreams whose answers are not OpenAI's own -------------------
+
+    @property
+    def proxy_owned(self) -> bool:
+        """True when the proxy mints its own ids and keeps each job's state: retrieve polls the
+        upstream through :meth:`read_job`, list comes from the store, content from
+        :meth:`content_source`. False: the upstream's answers go back as they are."""
+        return False
+
+    @property
+    def operations(self) -> frozenset[Operation]:
+        """The operations this upstream has; any other is refused before anything is sent."""
+        return ALL_OPERATIONS
+
+    def read_job(self, upstream: Upstream, status: int, body: bytes) -> JobState:
+        """A create or poll answer (2xx) as a :class:`JobState` (proxy-owned dialects)."""
+        raise NotImplementedError(f"dialect {self.name} does not own its videos")
+
+    def read_poll(self, upstream: Upstream, status: int, body: bytes) -> JobState | None:
+        """A poll answer: the job's state, or ``None`` when it says nothing new (a transient
+        error: the stored state stands)."""
+        if 200 <= status < 300:
+            return self.read_job(upstream, status, body)
+        return None
+
+    def poll_path(self, upstream: Upstream, handle: Mapping[str, Any]) -> str:
+        """The path (or absolute URL under ``base_url``) to poll a job (proxy-owned)."""
+        return f"/videos/{handle['id']}"
+
+    def content_source(
+        self, upstream: Upstream, handle: Mapping[str, Any], variant: str
+    ) -> ContentSource | None:
+        """Where a finished job's ``variant`` is, or ``None`` when this upstream has none."""
+        return ContentSource(path=f"/videos/{handle['id']}/content")
+
+    def read_error(self, upstream: Upstream, status: int, body: bytes) -> ProxyError | None:
+        """An upstream's error answer as the OpenAI envelope, or ``None`` to relay it as is
+        (it already is one)."""
+        return None

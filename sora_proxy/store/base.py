@@ -27,7 +27,10 @@ class OwnedResource:
     :param upstream: the name of the upstream that holds it.
     :param kind: ``video`` or ``character``.
     :param created_at: seconds since the epoch (float), the proxy's clock.
-    :param last_object: the most recent JSON object the upstream returned for it.
+    :param last_object: the most recent JSON object the upstream returned for it (for a
+        proxy-owned video: the OpenAI ``video`` object the proxy made of it, under its own id).
+    :param handle: for a proxy-owned video, how to reach the upstream's job (its id, polling
+        URL, result URLs); ``None`` when the upstream's own id is the caller's.
     """
 
     resource_id: str
@@ -36,6 +39,7 @@ class OwnedResource:
     kind: Kind
     created_at: float
     last_object: dict[str, Any] | None = None
+    handle: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,11 @@ class Store(ABC):
     @abstractmethod
     def update_object(self, resource_id: str, last_object: dict[str, Any]) -> None:
         """Replace the last known object of an existing record (no-op if there is none)."""
+
+    @abstractmethod
+    def claim_poll(self, resource_id: str, *, interval: float) -> bool:
+        """True for at most one caller per ``interval`` seconds per resource, across every
+        worker and host: that caller asks the upstream, the others answer from the store."""
 
     @abstractmethod
     def forget(self, resource_id: str) -> None:

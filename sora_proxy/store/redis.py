@@ -155,6 +155,7 @@ class RedisStore(Store):
                 "kind": resource.kind,
                 "created_at": float(resource.created_at),
                 "last_object": resource.last_object,
+                "handle": resource.handle,
             }
         )
         new_set = self._own(resource.owner, resource.kind)
@@ -184,12 +185,20 @@ class RedisStore(Store):
         with self._guard("update_object"):
             self._rewrite(resource_id, change)
 
+    def claim_poll(self, resource_id: str, *, interval: float) -> bool:
+        """``SET poll:{id} NX PX interval``: set only by the first caller of each interval."""
+        with self._guard("claim_poll"):
+            taken = self.client.set(
+                f"{self.prefix}poll:{resource_id}", "1", nx=True, px=_ms(interval)
+            )
+        return bool(taken)
+
     def forget(self, resource_id: str) -> None:
         """Delete the record and its entry in the owner's set (no-op if there is none)."""
 
         def change(pipe: Pipeline, old: dict[str, Any] | None) -> None:
             if old is not None:
-                pipe.delete(self._res(resource_id))
+                pipe.delete(self._res(resource_id), f"{self.prefix}poll:{resource_id}")
                 pipe.zrem(self._own(old["owner"], old["kind"]), resource_id)
 
         with self._guard("forget"):
@@ -312,6 +321,7 @@ def _resource(resource_id: str, data: dict[str, Any]) -> OwnedResource:
         kind=data["kind"],
         created_at=float(data["created_at"]),
         last_object=data["last_object"],
+        handle=data.get("handle"),
     )
 
 

@@ -38,7 +38,8 @@ CREATE TABLE IF NOT EXISTS resources (
     upstream TEXT NOT NULL,
     kind TEXT NOT NULL,
     created_at REAL NOT NULL,
-    last_object TEXT
+    last_object TEXT,
+    handle TEXT
 );
 CREATE INDEX IF NOT EXISTS resources_by_owner
     ON resources (owner, kind, created_at, resource_id);
@@ -51,6 +52,10 @@ CREATE TABLE IF NOT EXISTS idempotency (
     token TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS idempotency_by_expiry ON idempotency (expires_at);
+CREATE TABLE IF NOT EXISTS polls (
+    resource_id TEXT PRIMARY KEY,
+    polled_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS intents (
     intent_id TEXT PRIMARY KEY,
     owner TEXT NOT NULL,
@@ -62,11 +67,12 @@ CREATE TABLE IF NOT EXISTS intents (
 #: Columns added after the first release, for files made by it.
 _MIGRATIONS = (
     ("idempotency", "token", "ALTER TABLE idempotency ADD COLUMN token TEXT NOT NULL DEFAULT ''"),
+    ("resources", "handle", "ALTER TABLE resources ADD COLUMN handle TEXT"),
 )
 #: Seconds between two error lines about a deleted store file, per process.
 _MISSING_LOG_EVERY = 60.0
 
-_COLUMNS = "resource_id, owner, upstream, kind, created_at, last_object"
+_COLUMNS = "resource_id, owner, upstream, kind, created_at, last_object, handle"
 
 
 class SQLiteStore(Store):
@@ -190,9 +196,10 @@ class SQLiteStore(Store):
     def record(self, resource: OwnedResource) -> None:
         """Record (or overwrite) who owns ``resource``."""
         last = None if resource.last_object is None else json.dumps(resource.last_object)
+        handle = None if resource.handle is None else json.dumps(resource.handle)
         with self._db("record") as db:
             db.execute(
-                f"INSERT OR REPLACE INTO resources ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",  # noqa: S608
+                f"INSERT OR REPLACE INTO resources ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
                 (
                     resource.resource_id,
                     resource.owner,
@@ -200,6 +207,7 @@ class SQLiteStore(Store):
                     resource.kind,
                     float(resource.created_at),
                     last,
+                    handle,
                 ),
             )
 
@@ -220,10 +228,23 @@ class SQLiteStore(Store):
                 (json.dumps(last_object), resource_id),
             )
 
+    def claim_poll(self, resource_id: str, *, interval: float) -> bool:
+        """One ``INSERT … ON CONFLICT … WHERE``: only a poll older than ``interval`` is taken."""
+        now = time.time()
+        with self._db("claim_poll") as db:
+            cursor = db.execute(
+                "INSERT INTO polls (resource_id, polled_at) VALUES (?, ?)"
+                " ON CONFLICT (resource_id) DO UPDATE SET polled_at = excluded.polled_at"
+                " WHERE polls.polled_at <= ?",
+                (resource_id, now, now - interval),
+            )
+            return cursor.rowcount == 1
+
     def forget(self, resource_id: str) -> None:
         """Delete the record (no-op if there is none)."""
         with self._db("forget") as db:
             db.execute("DELETE FROM resources WHERE resource_id = ?", (resource_id,))
+            db.execute("DELETE FROM polls WHERE resource_id = ?", (resource_id,))
 
     def list_owned(
         self, owner: str, kind: Kind, *, after: str | None, limit: int, order: Order
@@ -345,7 +366,7 @@ class SQLiteStore(Store):
 
 
 def _resource(row: tuple[Any, ...]) -> OwnedResource:
-    resource_id, owner, upstream, kind, created_at, last_object = row
+    resource_id, owner, upstream, kind, created_at, last_object, handle = row
     return OwnedResource(
         resource_id=resource_id,
         owner=owner,
@@ -353,4 +374,5 @@ def _resource(row: tuple[Any, ...]) -> OwnedResource:
         kind=kind,
         created_at=created_at,
         last_object=None if last_object is None else json.loads(last_object),
+        handle=None if handle is None else json.loads(handle),
     )
