@@ -17,6 +17,7 @@ from .base import (
     OutgoingRequest,
 )
 from .openai import OpenAIDialect
+from .vllm_omni import VllmOmniDialect
 
 __all__ = [
     "ALL_OPERATIONS",
@@ -30,9 +31,11 @@ __all__ = [
     "OpenAIDialect",
     "Operation",
     "OutgoingRequest",
+    "VllmOmniDialect",
 ]
 
 #: Every dialect by the name an ``[[upstream]]`` table gives.
 DIALECTS: dict[str, type[Dialect]] = {
     OpenAIDialect.name: OpenAIDialect,
+    VllmOmniDialect.name: VllmOmniDialect,
 }

@@ -44,7 +44,7 @@ class OpenAIDialect(Dialect):
     """
 
     name = "openai"
-    config_keys = frozenset({"auth", "reference_form"})
+    config_keys = frozenset({"auth", "reference_form", "gateway"})
 
     def __init__(
         self, auth: AuthStyle = "bearer", reference_form: ReferenceForm = "multipart"
@@ -54,14 +54,21 @@ class OpenAIDialect(Dialect):
 
     @classmethod
     def from_config(cls, entry: Mapping[str, Any], fail: Fail) -> OpenAIDialect:
-        """Read ``auth`` and ``reference_form``."""
+        """Read ``auth``, ``reference_form`` and ``gateway`` (an OpenAI-format gateway whose
+        answers differ from OpenAI's: ``new-api``, ``litellm``, ``reseller``)."""
+        from .gateways import GATEWAYS  # the gateways build on this class
+
+        gateway = entry.get("gateway")
+        if gateway is not None and gateway not in GATEWAYS:
+            raise fail(f"gateway must be one of {', '.join(sorted(GATEWAYS))}, not {gateway!r}")
         auth = entry.get("auth", "bearer")
         if auth not in _AUTH_STYLES:
             raise fail(f"auth must be 'bearer' or 'api-key', not {auth!r}")
         reference_form = entry.get("reference_form", "multipart")
         if reference_form not in _REFERENCE_FORMS:
             raise fail("reference_form must be 'multipart' or 'json'")
-        return cls(cast(AuthStyle, auth), cast(ReferenceForm, reference_form))
+        chosen = GATEWAYS[gateway] if gateway is not None else cls
+        return chosen(cast(AuthStyle, auth), cast(ReferenceForm, reference_form))
 
     def request(
         self,
