@@ -17,11 +17,14 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 from .errors import ConfigError
 from .preflight import DEFAULT_SIMULATOR_PORT, check_environment, deployment, report_config_error
+from .simulator.fleet import MEMBERS as FLEET
+from .simulator.fleet import upstreams_toml
 
 _REPO_CONFIG = Path(__file__).resolve().parent.parent / "config" / "gunicorn.conf.py"
 #: Where the simulator says which process it is (``sora_proxy.simulator.app.IDENTITY_PATH``).
@@ -91,7 +94,7 @@ def _serve(bind: str, simulator_port: int, config: Path | None) -> int:
         "SORA_PROXY_UPSTREAMS_FILE"
     )
     if use_simulator:
-        environ["SORA_PROXY_UPSTREAM_URL"] = f"http://127.0.0.1:{simulator_port}/v1"
+        environ.update(_simulated_upstreams(simulator_port))
     # In a child: building the app may start background work that has no place in this
     # long-lived parent, which only watches its children.
     check = [sys.executable, "-m", "sora_proxy.cli", "check"]
@@ -108,8 +111,9 @@ def _serve(bind: str, simulator_port: int, config: Path | None) -> int:
             children.append(simulator)
             _await_simulator(simulator, simulator_port)
             print(
-                f"sora-proxy: no upstream set; using the simulator at "
-                f"{environ['SORA_PROXY_UPSTREAM_URL']}",
+                f"sora-proxy: no upstream set; using the simulated upstreams on 127.0.0.1 ports "
+                f"{simulator_port}-{simulator_port + len(FLEET) - 1} (one per dialect; "
+                f"GET /v1/videos/models lists their models)",
                 file=sys.stderr,
             )
         command = [sys.executable, "-m", "gunicorn", "--bind", bind]
@@ -186,15 +190,29 @@ def _can_bind(host: str, port: int) -> bool:
     return True
 
 
+def _simulated_upstreams(port: int) -> dict[str, str]:
+    """Settings for the simulated fleet: its upstreams file (written to a private temporary
+    folder) and URL fetches from loopback, where the gateways' result host listens."""
+    folder = Path(tempfile.mkdtemp(prefix="sora-proxy-serve-"))
+    upstreams = folder / "upstreams.toml"
+    upstreams.write_text(upstreams_toml(port), encoding="utf-8")
+    return {
+        "SORA_PROXY_UPSTREAMS_FILE": str(upstreams),
+        "SORA_PROXY_FETCH_ALLOW_PRIVATE": os.environ.get("SORA_PROXY_FETCH_ALLOW_PRIVATE", "true"),
+    }
+
+
 def _launch_simulator(port: int) -> subprocess.Popen[bytes]:
     """Start the simulator on 127.0.0.1:``port``, without access lines; refuse a taken port."""
     # Checked first so a program already there is named as the cause, not found answering
     # in the simulator's place.
-    if not _can_bind("127.0.0.1", port):
-        raise SystemExit(
-            f"sora-proxy: port {port} is already in use, so the simulator cannot start there; "
-            f"stop what holds it or set SORA_PROXY_SIMULATOR_PORT (or --simulator-port)"
-        )
+    for taken in range(port, port + len(FLEET)):
+        if not _can_bind("127.0.0.1", taken):
+            raise SystemExit(
+                f"sora-proxy: port {taken} is already in use, so the simulator cannot start "
+                f"there (it takes ports {port}-{port + len(FLEET) - 1}); stop what holds it or "
+                f"set SORA_PROXY_SIMULATOR_PORT (or --simulator-port)"
+            )
     return subprocess.Popen(  # noqa: S603
         [
             sys.executable,
@@ -205,6 +223,7 @@ def _launch_simulator(port: int) -> subprocess.Popen[bytes]:
             "--port",
             str(port),
             "--quiet",
+            "--all",
         ],
         stdout=subprocess.DEVNULL,
     )

@@ -53,9 +53,20 @@ def new_video_id() -> str:
     return f"video_{secrets.token_hex(16)}"
 
 
-def video_object(video_id: str, job: JobState, caller_model: str | None) -> dict[str, Any]:
-    """The caller's ``video`` object for ``job``: the proxy's id and the caller's model name."""
+def video_object(
+    video_id: str,
+    job: JobState,
+    caller_model: str | None,
+    known: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The caller's ``video`` object for ``job``: the proxy's id, the caller's model name, and
+    what is ``known`` already (the request's prompt, size, seconds; the last state) wherever
+    the upstream's answer is silent."""
     video = {"id": video_id, "object": "video", **job.video}
+    for name, value in (known or {}).items():
+        # The error is the job's to say: a stale one must not outlive a retry upstream.
+        if video.get(name) is None and name != "error":
+            video[name] = value
     video["id"] = video_id
     if caller_model is not None:
         video["model"] = caller_model
@@ -63,10 +74,21 @@ def video_object(video_id: str, job: JobState, caller_model: str | None) -> dict
 
 
 def record_created(
-    records: Records, owner: str, upstream: Upstream, job: JobState, caller_model: str | None
+    records: Records,
+    owner: str,
+    upstream: Upstream,
+    job: JobState,
+    caller_model: str | None,
+    asked: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Mint an id for a job the upstream accepted, record it (durably), return its object."""
-    video = video_object(new_video_id(), job, caller_model)
+    """Mint an id for a job the upstream accepted, record it (durably), return its object.
+
+    :param asked: the request's ``prompt``, ``size`` and ``seconds``, shown where the
+        upstream's answer does not say them.
+    """
+    asked = asked or {}
+    known = {name: asked[name] for name in ("prompt", "size", "seconds") if name in asked}
+    video = video_object(new_video_id(), job, caller_model, known)
     records.writes.record(
         OwnedResource(
             video["id"], owner, upstream.name, "video", time.time(), video, handle=job.handle()
@@ -119,7 +141,7 @@ def _poll(
     job = upstream.dialect.read_poll(upstream, status, body)
     if job is None:
         return video, interval
-    video = video_object(record.resource_id, job, video.get("model"))
+    video = video_object(record.resource_id, job, video.get("model"), known=video)
     handle = {**record.handle, **{k: v for k, v in job.handle().items() if v}}
     try:
         records.store.record(dataclasses.replace(record, last_object=video, handle=handle))

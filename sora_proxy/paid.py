@@ -17,8 +17,9 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import requests
 from flask import Response, request
@@ -64,6 +65,9 @@ class PaidRequest:
     fingerprint: Callable[[], str]
     upload: StreamedUpload | None = None
     caller_model: str | None = None
+    #: What the caller asked for (``prompt``, ``size``, ``seconds``), for proxy-owned videos
+    #: whose upstream does not echo it.
+    asked: Mapping[str, Any] | None = None
 
 
 def post(caller: Caller, paid: PaidRequest) -> Response:
@@ -189,7 +193,9 @@ def _own_answer(
     status, headers, data = answered
     if 200 <= status < 300:
         job = upstream.dialect.read_job(upstream, status, data)
-        video = jobs.record_created(records, caller.owner, upstream, job, paid.caller_model)
+        video = jobs.record_created(
+            records, caller.owner, upstream, job, paid.caller_model, paid.asked
+        )
         return 200, [("Content-Type", "application/json")], json.dumps(video).encode()
     error = upstream.dialect.read_error(upstream, status, data)
     if error is None:

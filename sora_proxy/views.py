@@ -68,6 +68,7 @@ def create_video() -> Response:
             body=plan.encoded_for,
             fingerprint=lambda: idempotency.fingerprint("create", params, body.file_digests()),
             caller_model=plan.model,
+            asked=plan.fields,
         ),
     )
 
@@ -237,6 +238,7 @@ def _post_json_job(
             [upstream],
             EncodedBody.json(fields),
             fingerprint=lambda: idempotency.fingerprint(route, fields),
+            asked=fields,
         ),
     )
 

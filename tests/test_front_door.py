@@ -282,6 +282,9 @@ def test_serve_runs_quietly_relays_and_stops_cleanly(tmp_path: Path):
         SORA_PROXY_BIND=f"127.0.0.1:{bind}",
         SORA_PROXY_SIMULATOR_PORT=str(sim_port),
         WEB_CONCURRENCY="1",
+        # The simulated gateways keep proxy-owned records: not in the checkout's instance folder.
+        SORA_PROXY_STORE_URL=f"sqlite:///{tmp_path}/serve.sqlite3",
+        SORA_PROXY_SPOOL_DIR=str(tmp_path / "spool"),
     )
     log_path = tmp_path / "serve.log"
     with open(log_path, "wb") as log:

@@ -144,13 +144,21 @@ def main(argv: Sequence[str] | None = None) -> None:
         action="store_true",
         help="no access line per request (errors are still logged)",
     )
+    parser.add_argument(
+        "--all",
+        action="store_true",
+        help="every simulated dialect on consecutive ports from --port (see fleet.py)",
+    )
     args = parser.parse_args(argv)
+    handler = _QuietRequestHandler if args.quiet else SimulatorRequestHandler
+    if args.all:
+        _serve_fleet(args.host, args.port, args.seconds_per_step, handler)
+        return
     app = create_simulator_app(
         api_key=args.api_key,
         seconds_per_step=args.seconds_per_step,
         auth_header=args.auth_header,
     )
-    handler = _QuietRequestHandler if args.quiet else SimulatorRequestHandler
     try:
         _probe(args.host, args.port)
         server = make_server(args.host, args.port, app, threaded=True, request_handler=handler)
@@ -169,6 +177,31 @@ def main(argv: Sequence[str] | None = None) -> None:
         pass
     finally:
         server.server_close()
+
+
+def _serve_fleet(
+    host: str, port: int, seconds_per_step: float, handler: type[WSGIRequestHandler]
+) -> None:
+    from .fleet import MEMBERS, serve_all
+
+    try:
+        for offset in range(len(MEMBERS)):
+            _probe(host, port + offset)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        last = port + len(MEMBERS) - 1
+        print(f"sora simulator: cannot listen on {host}:{port}-{last}: {reason}", file=sys.stderr)
+        raise SystemExit(1) from None
+    try:
+        serve_all(
+            host,
+            port,
+            seconds_per_step=seconds_per_step,
+            handler=handler,
+            announce=lambda line: print(line, flush=True),
+        )
+    except KeyboardInterrupt:
+        pass
 
 
 def _probe(host: str, port: int) -> None:
