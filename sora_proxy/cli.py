@@ -101,6 +101,8 @@ def _serve(bind: str, simulator_port: int, config: Path | None) -> int:
     if subprocess.run(check, env=environ, check=False).returncode != 0:  # noqa: S603
         return 2
     _refuse_taken(bind, "the proxy's address (SORA_PROXY_BIND or --bind)")
+    if use_simulator:
+        _refuse_overlap(bind, simulator_port)
     # SIGTERM unwinds like Ctrl-C, so the children are stopped whenever it arrives.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     children: list[subprocess.Popen[bytes]] = []
@@ -174,6 +176,17 @@ def _refuse_taken(bind: str, what: str) -> None:
     host = host.strip("[]") or "0.0.0.0"  # noqa: S104  (only probed, then closed)
     if not _can_bind(host, int(port)):
         raise SystemExit(f"sora-proxy: {host}:{port}, {what}, is already in use")
+
+
+def _refuse_overlap(bind: str, simulator_port: int) -> None:
+    """Exit with one line if the proxy's port is one the simulated upstreams will take."""
+    port = bind.rpartition(":")[2]
+    last = simulator_port + len(FLEET) - 1
+    if port.isdigit() and simulator_port <= int(port) <= last:
+        raise SystemExit(
+            f"sora-proxy: the proxy's port {port} (SORA_PROXY_BIND or --bind) is among the "
+            f"simulated upstreams' ports {simulator_port}-{last}; move one of them"
+        )
 
 
 def _can_bind(host: str, port: int) -> bool:

@@ -148,7 +148,10 @@ def test_create_poll_download_list_delete_through_the_sdk(stack):
     # Every upstream request carried the upstream's key; none carried the caller's.
     for recorded in stack.upstream_requests():
         assert recorded.header("Authorization") == f"Bearer {UPSTREAM_KEY}"
-    # The result host, when the dialect used one, never saw a key.
+    # The result host, when the dialect has one, served the bytes and never saw a key.
+    if stack.style in ("new-api", "reseller"):
+        assert [r.method for r in stack.results.state.requests] == ["GET"]
+        assert not [r for r in stack.upstream_requests("GET") if r.path.endswith("/content")]
     for recorded in stack.results.state.requests:
         assert recorded.header("Authorization") is None
         assert UPSTREAM_KEY not in str(recorded.headers)
@@ -222,6 +225,14 @@ def test_other_callers_and_unsupported_operations(stack):
         bob.videos.delete(video.id)
     with pytest.raises(openai.NotFoundError):
         bob.videos.remix(video.id, prompt="theirs")
+    extend = requests.post(
+        f"{stack.url}/v1/videos/extensions",
+        json={"prompt": "more", "seconds": "4", "video": {"id": video.id}},
+        headers={"Authorization": f"Bearer {BOB}"},
+        timeout=10,
+    )
+    assert extend.status_code == 404
+    assert [item.id for item in bob.videos.list()] == []
     assert len(stack.sim.state.requests) == before
     if stack.style == "vllm-omni":
         with pytest.raises(openai.BadRequestError) as refused:
@@ -259,3 +270,69 @@ def test_idempotent_creates_race_to_one_upstream_create(tmp_path):
         ids = {a["body"]["id"] for a in answers if a["status"] == 200}
         assert len(ids) == 1
         assert all(a["status"] in (200, 409) for a in answers)
+
+
+def test_a_range_of_a_result_url_video(tmp_path):
+    with _stack("new-api", tmp_path) as stack:
+        video = stack.sdk().videos.create_and_poll(
+            prompt="range", model="sora-2", poll_interval_ms=100
+        )
+        partial = requests.get(
+            f"{stack.url}/v1/videos/{video.id}/content",
+            headers={"Authorization": f"Bearer {ALICE}", "Range": "bytes=0-99"},
+            timeout=10,
+        )
+        assert partial.status_code == 206
+        assert partial.content == MP4[:100]
+        assert partial.headers["Content-Range"] == f"bytes 0-99/{len(MP4)}"
+        (fetched,) = stack.results.state.requests
+        assert fetched.header("Range") == "bytes=0-99" and fetched.header("Authorization") is None
+
+
+@pytest.mark.parametrize(
+    ("marker", "code"), [("[sim:cancel]", "cancelled"), ("[sim:expire]", "expired")]
+)
+def test_a_resellers_cancelled_and_expired_jobs_fail_with_that_code(tmp_path, marker, code):
+    with _stack("reseller", tmp_path) as stack:
+        video = stack.sdk().videos.create_and_poll(
+            prompt=f"ends {marker}", model="sora-2", poll_interval_ms=100
+        )
+        assert video.status == "failed" and video.error.code == code
+        with pytest.raises(openai.ConflictError) as not_ready:
+            stack.sdk().videos.download_content(video.id)
+        assert not_ready.value.body["code"] == "video_not_ready"
+
+
+def test_new_api_status_unknown_is_queued_and_polling_goes_on(tmp_path):
+    with _stack("new-api", tmp_path) as stack:
+        created = stack.sdk().videos.create(prompt="slowly", model="sora-2")
+        assert created.status == "queued"  # new-api said "unknown"
+        (answer,) = [r for r in stack.upstream_requests("POST")]
+        assert answer.path == "/v1/videos"
+        done = stack.sdk().videos.poll(created.id, poll_interval_ms=100)
+        assert done.status == "completed"
+
+
+def test_vllm_omni_gets_frames_and_fps_when_configured(tmp_path):
+    with SimulatorServer(
+        app=create_vllm_omni_app(served_model=SERVED, seconds_per_step=0.1)
+    ) as sim:
+        upstreams = tmp_path / "wan.toml"
+        upstreams.write_text(
+            f'[[upstream]]\nname = "wan"\nbase_url = "{sim.base_url}"\ndialect = "vllm-omni"\n'
+            f'fps = 16\n[upstream.models."wan-2.2"]\ndeployment = "{SERVED}"\n'
+            'sizes = ["832x480"]\nseconds = ["4", "8"]\n'
+        )
+        client = create_app(
+            {
+                "SORA_PROXY_UPSTREAMS_FILE": str(upstreams),
+                "SORA_PROXY_STORE_URL": f"sqlite:///{tmp_path}/s.db",
+            }
+        ).test_client()
+        created = client.post("/v1/videos", json={"prompt": "p", "seconds": "4", "size": "832x480"})
+        assert created.status_code == 200, created.get_json()
+        (sent,) = sim.state.requests
+        assert sent.header("Content-Type").startswith("multipart/form-data")
+        assert sent.form["num_frames"] == ["64"] and sent.form["fps"] == ["16"]
+        assert sent.form["model"] == [SERVED] and sent.form["seconds"] == ["4"]
+        assert sent.header("Authorization") is None  # no key configured, none sent

@@ -277,7 +277,10 @@ def wait_gone(pid: int, timeout: float = 10) -> bool:
 
 
 def test_serve_runs_quietly_relays_and_stops_cleanly(tmp_path: Path):
-    bind, sim_port = free_port(), free_port()
+    sim_port = free_port()
+    bind = free_port()
+    while sim_port <= bind < sim_port + 6:  # serve's simulators take six ports from sim_port
+        bind = free_port()
     env = environment(
         SORA_PROXY_BIND=f"127.0.0.1:{bind}",
         SORA_PROXY_SIMULATOR_PORT=str(sim_port),
@@ -318,3 +321,16 @@ def test_serve_runs_quietly_relays_and_stops_cleanly(tmp_path: Path):
     for port in (bind, sim_port):
         with socket.socket() as probe:
             assert probe.connect_ex(("127.0.0.1", port)) != 0, port
+
+
+def test_serve_refuses_a_proxy_port_among_the_simulators_ports():
+    sim_port = free_port()
+    env = environment(
+        SORA_PROXY_BIND=f"127.0.0.1:{sim_port + 2}", SORA_PROXY_SIMULATOR_PORT=str(sim_port)
+    )
+    result = run([*CLI, "serve"], env)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert lines(result.stderr)[-1] == (
+        f"sora-proxy: the proxy's port {sim_port + 2} (SORA_PROXY_BIND or --bind) is among the "
+        f"simulated upstreams' ports {sim_port}-{sim_port + 5}; move one of them"
+    )
