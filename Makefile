@@ -44,6 +44,7 @@ lint: $(TEST_STAMP)
 
 test: lint
 	bash .ci/debian-packages
+	bash .ci/node-packages
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 clean:
