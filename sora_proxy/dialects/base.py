@@ -117,7 +117,6 @@ class Dialect(ABC):
         :raises ConfigError: through ``fail``, naming the key at fault.
         """
 
-    @abstractmethod
     def request(
         self,
         upstream: Upstream,
@@ -129,9 +128,23 @@ class Dialect(ABC):
         body: Body | None = None,
         caller_authorization: str | None = None,
     ) -> OutgoingRequest:
-        """The request for ``path`` (an OpenAI Videos path such as ``/videos/abc``) at
-        ``upstream``, with its credentials: the upstream's key, or the caller's own
-        ``Authorization`` in pass-through."""
+        """The request for ``path`` (an OpenAI Videos path such as ``/videos/abc``, or the
+        dialect's own) at ``upstream``: ``base_url + path``, the upstream's query, and the
+        :meth:`credentials`."""
+        return OutgoingRequest(
+            method=method,
+            url=upstream.base_url + path,
+            params={**upstream.query, **(params or {})},
+            headers={**headers, **self.credentials(upstream, caller_authorization)},
+            body=body,
+        )
+
+    def credentials(self, upstream: Upstream, caller_authorization: str | None) -> dict[str, str]:
+        """The credential headers: ``Authorization: Bearer`` with the upstream's key, or the
+        caller's own ``Authorization`` in pass-through (no key configured)."""
+        if upstream.api_key is None:
+            return {"Authorization": caller_authorization} if caller_authorization else {}
+        return {"Authorization": f"Bearer {upstream.api_key}"}
 
     @abstractmethod
     def encode_create(self, upstream: Upstream, plan: CreatePlan) -> EncodedBody:

@@ -22,7 +22,7 @@ from ..errors import InvalidRequest
 from ..references import PARAM as REFERENCE_PARAM
 from ..references import ReferenceImage
 from ..streaming import parse_object
-from .base import Body, Dialect, EncodedBody, Fail, OutgoingRequest
+from .base import Dialect, EncodedBody, Fail
 
 if TYPE_CHECKING:
     from ..catalog import Upstream
@@ -70,32 +70,12 @@ class OpenAIDialect(Dialect):
         chosen = GATEWAYS[gateway] if gateway is not None else cls
         return chosen(cast(AuthStyle, auth), cast(ReferenceForm, reference_form))
 
-    def request(
-        self,
-        upstream: Upstream,
-        method: str,
-        path: str,
-        *,
-        headers: Mapping[str, str],
-        params: Mapping[str, str] | None = None,
-        body: Body | None = None,
-        caller_authorization: str | None = None,
-    ) -> OutgoingRequest:
-        """``base_url + path`` with the upstream's query and credentials."""
-        return OutgoingRequest(
-            method=method,
-            url=upstream.base_url + path,
-            params={**upstream.query, **(params or {})},
-            headers={**headers, **self._credentials(upstream.api_key, caller_authorization)},
-            body=body,
-        )
-
-    def _credentials(self, api_key: str | None, caller_authorization: str | None) -> dict[str, str]:
-        if api_key is None:
-            return {"Authorization": caller_authorization} if caller_authorization else {}
-        if self.auth == "api-key":
-            return {"api-key": api_key}
-        return {"Authorization": f"Bearer {api_key}"}
+    def credentials(self, upstream: Upstream, caller_authorization: str | None) -> dict[str, str]:
+        """The key as a bearer token, or (Azure) in an ``api-key`` header; the caller's own
+        ``Authorization`` in pass-through."""
+        if upstream.api_key is not None and self.auth == "api-key":
+            return {"api-key": upstream.api_key}
+        return super().credentials(upstream, caller_authorization)
 
     def encode_create(self, upstream: Upstream, plan: CreatePlan) -> EncodedBody:
         """The upstream's deployment name for the model, and the reference in its form."""

@@ -18,14 +18,12 @@ from ..references import PARAM as REFERENCE_PARAM
 from ..streaming import parse_object
 from .answers import error_from_body, job_from_object
 from .base import (
-    Body,
     ContentSource,
     Dialect,
     EncodedBody,
     Fail,
     JobState,
     Operation,
-    OutgoingRequest,
 )
 from .openai import form_text
 
@@ -66,26 +64,9 @@ class VllmOmniDialect(Dialect):
         """Create, retrieve, list, delete and the MP4; nothing else."""
         return frozenset({"create", "retrieve", "list", "delete", "content"})
 
-    def request(
-        self,
-        upstream: Upstream,
-        method: str,
-        path: str,
-        *,
-        headers: Mapping[str, str],
-        params: Mapping[str, str] | None = None,
-        body: Body | None = None,
-        caller_authorization: str | None = None,
-    ) -> OutgoingRequest:
-        """``base_url + path``; a bearer key only when the server was started with one."""
-        credentials = {"Authorization": f"Bearer {upstream.api_key}"} if upstream.api_key else {}
-        return OutgoingRequest(
-            method=method,
-            url=upstream.base_url + path,
-            params={**upstream.query, **(params or {})},
-            headers={**headers, **credentials},
-            body=body,
-        )
+    def credentials(self, upstream: Upstream, caller_authorization: str | None) -> dict[str, str]:
+        """A bearer key only when the server was started with one (``--api-key``)."""
+        return {"Authorization": f"Bearer {upstream.api_key}"} if upstream.api_key else {}
 
     def encode_create(self, upstream: Upstream, plan: CreatePlan) -> EncodedBody:
         """Always a form: the served model name, and the reference as an ``input_reference``
