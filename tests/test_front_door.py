@@ -23,6 +23,7 @@ from servers import REPO, free_port, wait_for_port
 
 from sora_proxy.settings import Settings, known_setting_names
 from sora_proxy.simulator import SimulatorServer
+from sora_proxy.simulator.fleet import MEMBERS as FLEET
 
 CLI = [sys.executable, "-m", "sora_proxy.cli"]
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -279,7 +280,7 @@ def wait_gone(pid: int, timeout: float = 10) -> bool:
 def test_serve_runs_quietly_relays_and_stops_cleanly(tmp_path: Path):
     sim_port = free_port()
     bind = free_port()
-    while sim_port <= bind < sim_port + 6:  # serve's simulators take six ports from sim_port
+    while sim_port <= bind < sim_port + len(FLEET):  # serve's simulators take consecutive ports
         bind = free_port()
     env = environment(
         SORA_PROXY_BIND=f"127.0.0.1:{bind}",
@@ -332,5 +333,5 @@ def test_serve_refuses_a_proxy_port_among_the_simulators_ports():
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert lines(result.stderr)[-1] == (
         f"sora-proxy: the proxy's port {sim_port + 2} (SORA_PROXY_BIND or --bind) is among the "
-        f"simulated upstreams' ports {sim_port}-{sim_port + 5}; move one of them"
+        f"simulated upstreams' ports {sim_port}-{sim_port + len(FLEET) - 1}; move one of them"
     )

@@ -16,8 +16,11 @@ from .base import (
     Operation,
     OutgoingRequest,
 )
+from .gemini import GeminiDialect
 from .openai import OpenAIDialect
+from .openrouter import OpenRouterDialect
 from .vllm_omni import VllmOmniDialect
+from .xai import XaiDialect
 
 __all__ = [
     "ALL_OPERATIONS",
@@ -27,15 +30,21 @@ __all__ = [
     "Dialect",
     "EncodedBody",
     "Fail",
+    "GeminiDialect",
     "JobState",
     "OpenAIDialect",
+    "OpenRouterDialect",
     "Operation",
     "OutgoingRequest",
     "VllmOmniDialect",
+    "XaiDialect",
 ]
 
 #: Every dialect by the name an ``[[upstream]]`` table gives.
 DIALECTS: dict[str, type[Dialect]] = {
     OpenAIDialect.name: OpenAIDialect,
     VllmOmniDialect.name: VllmOmniDialect,
+    OpenRouterDialect.name: OpenRouterDialect,
+    GeminiDialect.name: GeminiDialect,
+    XaiDialect.name: XaiDialect,
 }

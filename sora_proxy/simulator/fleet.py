@@ -18,9 +18,10 @@ from .app import create_simulator_app
 from .gateways import create_gateway_app
 from .gateways.results import create_result_host_app
 from .vllm_omni import DEFAULT_SERVED_MODEL, create_vllm_omni_app
+from .xai import create_xai_app
 
 #: (name, port offset from the first), in the order the ports are taken.
-MEMBERS = ("openai", "new-api", "litellm", "reseller", "vllm-omni", "results")
+MEMBERS = ("openai", "new-api", "litellm", "reseller", "vllm-omni", "xai", "results")
 
 
 def build_apps(first_port: int, seconds_per_step: float) -> dict[str, Flask]:
@@ -38,6 +39,9 @@ def build_apps(first_port: int, seconds_per_step: float) -> dict[str, Flask]:
         "litellm": gateway("litellm"),
         "reseller": gateway("reseller"),
         "vllm-omni": lambda: create_vllm_omni_app(seconds_per_step=seconds_per_step),
+        "xai": lambda: create_xai_app(
+            seconds_per_step=seconds_per_step, result_base_url=results_url
+        ),
         "results": create_result_host_app,
     }
     return {name: factories[name]() for name in MEMBERS}
@@ -90,5 +94,10 @@ def upstreams_toml(first_port: int) -> str:
         'dialect = "vllm-omni"\n'
         f'[upstream.models."wan-2.2"]\ndeployment = "{DEFAULT_SERVED_MODEL}"\n'
         'sizes = ["832x480", "1280x720"]\nseconds = ["4", "8"]\n'
+    )
+    tables.append(
+        f'[[upstream]]\nname = "xai-sim"\nbase_url = "{url["xai"]}"\ndialect = "xai"\n'
+        '[upstream.models."grok-imagine-video"]\n'
+        'sizes = ["1280x720", "720x1280", "848x480"]\nseconds = ["4", "8", "12"]\n'
     )
     return "\n".join(tables)
