@@ -179,7 +179,7 @@ class UpstreamClient:
                 response = self._request(
                     upstream,
                     method,
-                    path,
+                    encoded.path or path,
                     {**headers, "Content-Type": encoded.content_type},
                     None,
                     encoded.content,

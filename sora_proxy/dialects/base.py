@@ -26,10 +26,12 @@ Body = bytes | Iterable[bytes]
 
 @dataclass(frozen=True)
 class EncodedBody:
-    """A request body and its Content-Type."""
+    """A request body and its Content-Type, and where it goes when the dialect says (a create
+    whose path names the model, as Gemini's ``/models/{model}:predictLongRunning``)."""
 
     content: Body
     content_type: str
+    path: str | None = None
 
     @classmethod
     def json(cls, data: Mapping[str, Any]) -> EncodedBody:
@@ -73,7 +75,9 @@ class JobState:
     :param upstream_id: the upstream's own handle for the job.
     :param video: ``video`` object fields (``status`` one of the four, ``progress`` 0..100,
         ``error`` ``{code, message}`` or ``None``); ``id`` is the proxy's to set.
-    :param result_urls: where the finished video can be fetched without credentials.
+    :param result_urls: where the finished video is; the dialect's :meth:`Dialect.content_source`
+        decides whether one is fetched without credentials (a signed or public link) or
+        asked with them (a keyed API URI).
     :param polling_url: where to poll, when the upstream names it.
     """
 

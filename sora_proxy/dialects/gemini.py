@@ -13,11 +13,11 @@ strings end up in access logs). The proxy owns these videos: there is no list or
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import re
 import time
 from collections.abc import Mapping
-from email.message import Message
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -40,10 +40,6 @@ if TYPE_CHECKING:
     from ..catalog import Upstream
     from ..plan import CreatePlan
 
-#: The Content-Type parameter carrying the deployment from :meth:`GeminiDialect.encode_create`
-#: to :meth:`GeminiDialect.request`: the create's path names the model, and the proxy's create
-#: path is ``/videos`` for every dialect. It never reaches the wire.
-_MODEL_PARAM = "x-gemini-model"
 #: Seconds each Veo family can make (``gemini.md`` §3), for upstreams whose file does not list
 #: a model's ``seconds``. Longest prefix first.
 _FAMILY_SECONDS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -104,6 +100,10 @@ class GeminiDialect(Dialect):
         """Create, retrieve and the MP4; list and delete are answered from the store."""
         return frozenset({"create", "retrieve", "content"})
 
+    def credentials(self, upstream: Upstream, caller_authorization: str | None) -> dict[str, str]:
+        """The key in ``x-goog-api-key`` (never in the query, where logs keep URLs)."""
+        return {"x-goog-api-key": upstream.api_key} if upstream.api_key else {}
+
     def request(
         self,
         upstream: Upstream,
@@ -115,25 +115,19 @@ class GeminiDialect(Dialect):
         body: Body | None = None,
         caller_authorization: str | None = None,
     ) -> OutgoingRequest:
-        """A create goes to ``/models/{model}:predictLongRunning``; any other path (an
-        operation name, a file download) is asked under ``base_url`` as given. The key is
-        always the upstream's, in ``x-goog-api-key``."""
-        sent = {k: v for k, v in headers.items() if k.lower() not in ("authorization",)}
-        if method == "POST" and path == "/videos":
-            content_type = next((v for k, v in sent.items() if k.lower() == "content-type"), "")
-            deployment = _model_of(content_type)
-            if deployment is None:
-                raise ProxyError(
-                    "The Gemini dialect got a create without its model.", code="internal_error"
-                )
-            sent = {k: v for k, v in sent.items() if k.lower() != "content-type"}
-            sent["Content-Type"] = "application/json"
-            path = f"/models/{deployment}:predictLongRunning"
-        if upstream.api_key:
-            sent["x-goog-api-key"] = upstream.api_key
-        query = {k: v for k, v in {**upstream.query, **(params or {})}.items() if k != "key"}
-        return OutgoingRequest(
-            method=method, url=upstream.base_url + path, params=query, headers=sent, body=body
+        """Paths (an operation name, a file download) under ``base_url`` as given; a ``key``
+        query parameter is never sent, and neither is the caller's ``Authorization``."""
+        outgoing = super().request(
+            upstream,
+            method,
+            path,
+            headers=headers,
+            params=params,
+            body=body,
+            caller_authorization=None,
+        )
+        return dataclasses.replace(
+            outgoing, params={k: v for k, v in outgoing.params.items() if k != "key"}
         )
 
     def encode_create(self, upstream: Upstream, plan: CreatePlan) -> EncodedBody:
@@ -184,7 +178,8 @@ class GeminiDialect(Dialect):
             body["parameters"] = parameters
         return EncodedBody(
             json.dumps(body).encode("utf-8"),
-            f'application/json; {_MODEL_PARAM}="{deployment}"',
+            "application/json",
+            path=f"/models/{deployment}:predictLongRunning",
         )
 
     def present(self, upstream: Upstream, body: bytes, caller_model: str | None = None) -> bytes:
@@ -304,13 +299,6 @@ class GeminiDialect(Dialect):
             error_type="invalid_request_error" if 400 <= status < 500 else "server_error",
             headers=headers,
         )
-
-
-def _model_of(content_type: str) -> str | None:
-    message = Message()
-    message["Content-Type"] = content_type
-    value = message.get_param(_MODEL_PARAM)
-    return value if isinstance(value, str) and value else None
 
 
 def _size_parameters(size: str) -> dict[str, str]:

@@ -17,11 +17,12 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from .app import create_simulator_app
 from .gateways import create_gateway_app
 from .gateways.results import create_result_host_app
+from .gemini import create_gemini_app
 from .vllm_omni import DEFAULT_SERVED_MODEL, create_vllm_omni_app
 from .xai import create_xai_app
 
 #: (name, port offset from the first), in the order the ports are taken.
-MEMBERS = ("openai", "new-api", "litellm", "reseller", "vllm-omni", "xai", "results")
+MEMBERS = ("openai", "new-api", "litellm", "reseller", "vllm-omni", "xai", "gemini", "results")
 
 
 def build_apps(first_port: int, seconds_per_step: float) -> dict[str, Flask]:
@@ -39,6 +40,7 @@ def build_apps(first_port: int, seconds_per_step: float) -> dict[str, Flask]:
         "litellm": gateway("litellm"),
         "reseller": gateway("reseller"),
         "vllm-omni": lambda: create_vllm_omni_app(seconds_per_step=seconds_per_step),
+        "gemini": lambda: create_gemini_app(seconds_per_step=seconds_per_step),
         "xai": lambda: create_xai_app(
             seconds_per_step=seconds_per_step, result_base_url=results_url
         ),
@@ -99,5 +101,11 @@ def upstreams_toml(first_port: int) -> str:
         f'[[upstream]]\nname = "xai-sim"\nbase_url = "{url["xai"]}"\ndialect = "xai"\n'
         '[upstream.models."grok-imagine-video"]\n'
         'sizes = ["1280x720", "720x1280", "848x480"]\nseconds = ["4", "8", "12"]\n'
+    )
+    gemini = f"http://127.0.0.1:{first_port + MEMBERS.index('gemini')}/v1beta"
+    tables.append(
+        f'[[upstream]]\nname = "gemini-sim"\nbase_url = "{gemini}"\ndialect = "gemini"\n'
+        '[upstream.models."veo-3.1"]\ndeployment = "veo-3.1-generate-preview"\n'
+        'sizes = ["1280x720", "720x1280", "1920x1080", "1080x1920"]\nseconds = ["4", "6", "8"]\n'
     )
     return "\n".join(tables)
