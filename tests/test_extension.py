@@ -67,7 +67,10 @@ def test_an_upstream_names_its_dialect(tmp_path, upstream):
 @pytest.mark.parametrize(
     "extra, says",
     [
-        ('dialect = "veo-9000"', "dialect must be one of gemini, openai, openrouter, vllm-omni, xai, not 'veo-9000'"),
+        (
+            'dialect = "veo-9000"',
+            "dialect must be one of gemini, openai, openrouter, vllm-omni, xai, not 'veo-9000'",
+        ),
         ('auth = "basic"', "auth must be 'bearer' or 'api-key'"),
         ('polling = "fast"', "unknown key(s) polling"),
     ],
