@@ -13,6 +13,7 @@ import errno
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -93,8 +94,24 @@ def _serve(bind: str, simulator_port: int, config: Path | None) -> int:
     use_simulator = not environ.get("SORA_PROXY_UPSTREAM_URL") and not environ.get(
         "SORA_PROXY_UPSTREAMS_FILE"
     )
-    if use_simulator:
-        environ.update(_simulated_upstreams(simulator_port))
+    if not use_simulator:
+        return _serve_with(environ, bind, simulator_port, config, use_simulator=False)
+    folder = Path(tempfile.mkdtemp(prefix="sora-proxy-serve-"))
+    try:
+        environ.update(_simulated_upstreams(simulator_port, folder))
+        return _serve_with(environ, bind, simulator_port, config, use_simulator=True)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _serve_with(
+    environ: dict[str, str],
+    bind: str,
+    simulator_port: int,
+    config: Path | None,
+    *,
+    use_simulator: bool,
+) -> int:
     # In a child: building the app may start background work that has no place in this
     # long-lived parent, which only watches its children.
     check = [sys.executable, "-m", "sora_proxy.cli", "check"]
@@ -203,10 +220,9 @@ def _can_bind(host: str, port: int) -> bool:
     return True
 
 
-def _simulated_upstreams(port: int) -> dict[str, str]:
-    """Settings for the simulated fleet: its upstreams file (written to a private temporary
-    folder) and URL fetches from loopback, where the gateways' result host listens."""
-    folder = Path(tempfile.mkdtemp(prefix="sora-proxy-serve-"))
+def _simulated_upstreams(port: int, folder: Path) -> dict[str, str]:
+    """Settings for the simulated fleet: its upstreams file (written to ``folder``) and URL
+    fetches from loopback, where the gateways' result host listens."""
     upstreams = folder / "upstreams.toml"
     upstreams.write_text(upstreams_toml(port), encoding="utf-8")
     return {

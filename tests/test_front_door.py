@@ -277,8 +277,22 @@ def wait_gone(pid: int, timeout: float = 10) -> bool:
     return False
 
 
+def free_run(count: int) -> int:
+    """The first of ``count`` consecutive ports that are all free now."""
+    for _ in range(50):
+        first = free_port()
+        try:
+            for port in range(first, first + count):
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return first
+    raise RuntimeError(f"no {count} consecutive free ports")
+
+
 def test_serve_runs_quietly_relays_and_stops_cleanly(tmp_path: Path):
-    sim_port = free_port()
+    sim_port = free_run(len(FLEET))
     bind = free_port()
     while sim_port <= bind < sim_port + len(FLEET):  # serve's simulators take consecutive ports
         bind = free_port()
