@@ -31,7 +31,14 @@ from .errors import Conflict, NotFound, ProxyError, UpstreamUnreachable
 from .extension import Records
 from .fetch import FetchPolicy, open_url
 from .store import OwnedResource
-from .streaming import CHUNK_SIZE, RelayedResponse, StreamedBody, read_answer, stream_back
+from .streaming import (
+    CHUNK_SIZE,
+    RelayedResponse,
+    StreamedBody,
+    read_answer,
+    small_answer,
+    stream_back,
+)
 
 log = logging.getLogger("sora_proxy.jobs")
 
@@ -182,6 +189,13 @@ def content(
     assert source.path is not None
     headers = forwarded_headers(incoming, read_whole=True)
     response = client.send(upstream, method, source.path, headers=headers)
+    if response.status_code >= 400 and response.status_code != 416:
+        # The upstream's refusal (gone, not ready) in the caller's envelope, not its own words.
+        status, answer_headers, body = read_answer(response, method="GET")
+        error = upstream.dialect.read_error(upstream, status, body)
+        if error is not None:
+            raise error
+        return small_answer(status, answer_headers, body)
     return _checked_video(response, method)
 
 

@@ -18,11 +18,22 @@ from .app import create_simulator_app
 from .gateways import create_gateway_app
 from .gateways.results import create_result_host_app
 from .gemini import create_gemini_app
+from .openrouter import create_openrouter_app
 from .vllm_omni import DEFAULT_SERVED_MODEL, create_vllm_omni_app
 from .xai import create_xai_app
 
 #: (name, port offset from the first), in the order the ports are taken.
-MEMBERS = ("openai", "new-api", "litellm", "reseller", "vllm-omni", "xai", "gemini", "results")
+MEMBERS = (
+    "openai",
+    "new-api",
+    "litellm",
+    "reseller",
+    "vllm-omni",
+    "xai",
+    "gemini",
+    "openrouter",
+    "results",
+)
 
 
 def build_apps(first_port: int, seconds_per_step: float) -> dict[str, Flask]:
@@ -41,6 +52,9 @@ def build_apps(first_port: int, seconds_per_step: float) -> dict[str, Flask]:
         "reseller": gateway("reseller"),
         "vllm-omni": lambda: create_vllm_omni_app(seconds_per_step=seconds_per_step),
         "gemini": lambda: create_gemini_app(seconds_per_step=seconds_per_step),
+        "openrouter": lambda: create_openrouter_app(
+            seconds_per_step=seconds_per_step, storage_base_url=results_url
+        ),
         "xai": lambda: create_xai_app(
             seconds_per_step=seconds_per_step, result_base_url=results_url
         ),
@@ -107,5 +121,12 @@ def upstreams_toml(first_port: int) -> str:
         f'[[upstream]]\nname = "gemini-sim"\nbase_url = "{gemini}"\ndialect = "gemini"\n'
         '[upstream.models."veo-3.1"]\ndeployment = "veo-3.1-generate-preview"\n'
         'sizes = ["1280x720", "720x1280", "1920x1080", "1080x1920"]\nseconds = ["4", "6", "8"]\n'
+    )
+    openrouter = f"http://127.0.0.1:{first_port + MEMBERS.index('openrouter')}/api/v1"
+    tables.append(
+        f'[[upstream]]\nname = "openrouter-sim"\nbase_url = "{openrouter}"\n'
+        'dialect = "openrouter"\n'
+        '[upstream.models."openai/sora-2-pro"]\ndeployment = "openai/sora-2-pro"\n'
+        'sizes = ["1280x720", "720x1280", "1792x1024", "1024x1792"]\nseconds = ["4", "8", "12"]\n'
     )
     return "\n".join(tables)
