@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, get_args
 
-from ..errors import ConfigError, ProxyError
+from ..errors import ConfigError, InvalidRequest, ProxyError
 
 if TYPE_CHECKING:
     from ..catalog import Upstream
@@ -198,3 +198,23 @@ class Dialect(ABC):
         """An upstream's error answer as the OpenAI envelope, or ``None`` to relay it as is
         (it already is one)."""
         return None
+
+
+def refuse_unsendable(upstream: Upstream, plan: CreatePlan, *, extra_files: bool = False) -> None:
+    """Refuse, before anything is sent, a create the upstream cannot take: a ``file_id``
+    reference (only OpenAI's JSON form has one), and extra file parts unless ``extra_files``.
+
+    :raises InvalidRequest: ``unsupported_by_upstream``, naming the field.
+    """
+    if plan.file_id is not None:
+        raise InvalidRequest(
+            f"The upstream '{upstream.name}' takes no file ids; send the image itself.",
+            param="input_reference.file_id",
+            code="unsupported_by_upstream",
+        )
+    if plan.extra_files and not extra_files:
+        raise InvalidRequest(
+            f"The upstream '{upstream.name}' takes no file part '{plan.extra_files[0][0]}'.",
+            param=plan.extra_files[0][0],
+            code="unsupported_by_upstream",
+        )

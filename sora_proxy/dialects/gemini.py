@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from ..errors import InvalidRequest, ProxyError, UpstreamAuthFailed
-from ..references import PARAM as REFERENCE_PARAM
 from ..sizing import ALLOWED_SECONDS, VideoSize
 from ..streaming import parse_object
 from .base import (
@@ -34,6 +33,7 @@ from .base import (
     JobState,
     Operation,
     OutgoingRequest,
+    refuse_unsendable,
 )
 
 if TYPE_CHECKING:
@@ -138,18 +138,7 @@ class GeminiDialect(Dialect):
         """
         route = upstream.models[plan.model]
         deployment = route.deployment.removeprefix("models/")
-        if plan.file_id is not None:
-            raise InvalidRequest(
-                f"The upstream '{upstream.name}' takes no file ids; send the image itself.",
-                param=f"{REFERENCE_PARAM}.file_id",
-                code="unsupported_by_upstream",
-            )
-        if plan.extra_files:
-            raise InvalidRequest(
-                f"The upstream '{upstream.name}' takes no file part '{plan.extra_files[0][0]}'.",
-                param=plan.extra_files[0][0],
-                code="unsupported_by_upstream",
-            )
+        refuse_unsendable(upstream, plan)
         instance: dict[str, Any] = {}
         prompt = plan.fields.get("prompt")
         if isinstance(prompt, str) and prompt:

@@ -26,7 +26,7 @@ from urllib.parse import urljoin, urlsplit
 from ..errors import InvalidRequest, ProxyError
 from ..references import PARAM as REFERENCE_PARAM
 from ..streaming import parse_object
-from .base import ContentSource, Dialect, EncodedBody, Fail, JobState, Operation
+from .base import ContentSource, Dialect, EncodedBody, Fail, JobState, Operation, refuse_unsendable
 from .statuses import normalize_status, normalize_timestamp
 
 if TYPE_CHECKING:
@@ -140,19 +140,7 @@ class OpenRouterDialect(Dialect):
     def encode_create(self, upstream: Upstream, plan: CreatePlan) -> EncodedBody:
         """JSON: the upstream's model slug, ``duration`` as an int, the size, and the
         reference image as the ``first_frame`` (a data URI)."""
-        if plan.file_id is not None:
-            raise InvalidRequest(
-                f"The upstream '{upstream.name}' takes no file ids; send the image itself.",
-                param=f"{REFERENCE_PARAM}.file_id",
-                code="unsupported_by_upstream",
-            )
-        if plan.extra_files:
-            raise InvalidRequest(
-                f"The upstream '{upstream.name}' takes JSON bodies; extra file parts cannot "
-                "be sent.",
-                param=plan.extra_files[0][0],
-                code="unsupported_by_upstream",
-            )
+        refuse_unsendable(upstream, plan)
         body: dict[str, Any] = {"model": upstream.models[plan.model].deployment}
         if plan.fields.get("prompt"):
             body["prompt"] = plan.fields["prompt"]

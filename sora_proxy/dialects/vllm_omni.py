@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from urllib3 import encode_multipart_formdata
 
-from ..errors import InvalidRequest, ProxyError
+from ..errors import ProxyError
 from ..references import PARAM as REFERENCE_PARAM
 from ..streaming import parse_object
 from .answers import error_from_body, job_from_object
@@ -24,6 +24,7 @@ from .base import (
     Fail,
     JobState,
     Operation,
+    refuse_unsendable,
 )
 from .openai import form_text
 
@@ -71,12 +72,7 @@ class VllmOmniDialect(Dialect):
     def encode_create(self, upstream: Upstream, plan: CreatePlan) -> EncodedBody:
         """Always a form: the served model name, and the reference as an ``input_reference``
         file; ``num_frames`` and ``fps`` when configured."""
-        if plan.file_id is not None:
-            raise InvalidRequest(
-                f"The upstream '{upstream.name}' takes no file ids; send the image itself.",
-                param=f"{REFERENCE_PARAM}.file_id",
-                code="unsupported_by_upstream",
-            )
+        refuse_unsendable(upstream, plan, extra_files=True)
         fields = dict(plan.fields)
         fields["model"] = upstream.models[plan.model].deployment
         seconds = plan.seconds

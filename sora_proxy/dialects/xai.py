@@ -13,6 +13,7 @@ the source video's URL, not an id, and remix has no equivalent: all three are re
 from __future__ import annotations
 
 import base64
+import dataclasses
 import logging
 import math
 import time
@@ -20,17 +21,15 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidRequest, ProxyError, UpstreamAuthFailed
-from ..references import PARAM as REFERENCE_PARAM
 from ..streaming import parse_object
 from .base import (
-    Body,
     ContentSource,
     Dialect,
     EncodedBody,
     Fail,
     JobState,
     Operation,
-    OutgoingRequest,
+    refuse_unsendable,
 )
 
 if TYPE_CHECKING:
@@ -95,50 +94,10 @@ class XaiDialect(Dialect):
         upstream for them)."""
         return frozenset({"create", "retrieve", "content"})
 
-    def request(
-        self,
-        upstream: Upstream,
-        method: str,
-        path: str,
-        *,
-        headers: Mapping[str, str],
-        params: Mapping[str, str] | None = None,
-        body: Body | None = None,
-        caller_authorization: str | None = None,
-    ) -> OutgoingRequest:
-        """``POST /videos`` goes to ``/videos/generations``; every other path as it is. The
-        key as ``Authorization: Bearer`` (the caller's own in pass-through)."""
-        if method == "POST" and path == "/videos":
-            path = "/videos/generations"
-        credentials: dict[str, str] = {}
-        if upstream.api_key:
-            credentials["Authorization"] = f"Bearer {upstream.api_key}"
-        elif caller_authorization:
-            credentials["Authorization"] = caller_authorization
-        return OutgoingRequest(
-            method=method,
-            url=upstream.base_url + path,
-            params={**upstream.query, **(params or {})},
-            headers={**headers, **credentials},
-            body=body,
-        )
-
     def encode_create(self, upstream: Upstream, plan: CreatePlan) -> EncodedBody:
         """JSON: the upstream's model name, ``duration`` as an int, the size as ``resolution``
         and ``aspect_ratio``, the reference image as ``image: {url: "data:..."}``."""
-        if plan.file_id is not None:
-            raise InvalidRequest(
-                f"The upstream '{upstream.name}' takes no file ids; send the image itself.",
-                param=f"{REFERENCE_PARAM}.file_id",
-                code="unsupported_by_upstream",
-            )
-        if plan.extra_files:
-            raise InvalidRequest(
-                f"The upstream '{upstream.name}' takes JSON bodies; extra file parts cannot "
-                "be sent.",
-                param=plan.extra_files[0][0],
-                code="unsupported_by_upstream",
-            )
+        refuse_unsendable(upstream, plan)
         body: dict[str, Any] = {
             "model": upstream.models[plan.model].deployment,
             "prompt": plan.fields.get("prompt", ""),
@@ -154,7 +113,7 @@ class XaiDialect(Dialect):
             if name in ("prompt", "model", "size", "seconds", "metadata"):
                 continue  # metadata: xAI has nowhere to keep it
             body[name] = _passed_field(upstream, name, value)
-        return EncodedBody.json(body)
+        return dataclasses.replace(EncodedBody.json(body), path="/videos/generations")
 
     def present(self, upstream: Upstream, body: bytes, caller_model: str | None = None) -> bytes:
         """Answers are turned into the proxy's own objects (:meth:`read_job`)."""
