@@ -27,7 +27,7 @@ from werkzeug.datastructures import Headers
 from .catalog import Upstream
 from .client import UpstreamClient, forwarded_headers
 from .dialects import JobState
-from .errors import Conflict, NotFound, ProxyError, UpstreamUnreachable
+from .errors import Conflict, NotFound, ProxyError, ReferenceFetchFailed, UpstreamUnreachable
 from .extension import Records
 from .fetch import FetchPolicy, open_url
 from .store import OwnedResource
@@ -219,7 +219,15 @@ def _from_result_url(url: str, incoming: Headers, *, method: str, allow_private:
     policy = FetchPolicy(max_bytes=1 << 40, allow_private=allow_private, deadline=3600.0)
     wanted = {name: incoming[name] for name in ("Range", "If-Range") if name in incoming}
     stack = ExitStack()
-    fetched = stack.enter_context(open_url(url, policy, param="video_id", headers=wanted))
+    try:
+        fetched = stack.enter_context(open_url(url, policy, param="video_id", headers=wanted))
+    except ReferenceFetchFailed as error:
+        # Not the caller's URL: the upstream's link is gone (expired) or unreachable.
+        log.warning("fetching a result URL failed (%s)", error.message)
+        raise UpstreamUnreachable(
+            "The upstream's copy of this video could not be fetched (it may have expired).",
+            code="upstream_result_unavailable",
+        ) from None
     headers = [(name, fetched.headers[name]) for name in _RESULT_HEADERS if name in fetched.headers]
 
     def body() -> Iterator[bytes]:
@@ -230,6 +238,26 @@ def _from_result_url(url: str, incoming: Headers, *, method: str, allow_private:
         stack.close()
         return RelayedResponse([], status=fetched.status, headers=headers)
     return RelayedResponse(body(), status=fetched.status, headers=headers, direct_passthrough=True)
+
+
+def delete_upstream(
+    client: UpstreamClient, record: OwnedResource, upstream: Upstream, incoming: Headers
+) -> None:
+    """Delete the job upstream where the dialect can; a failure is logged, not answered (the
+    proxy forgets the video either way)."""
+    if "delete" not in upstream.dialect.operations or record.handle is None:
+        return
+    headers = forwarded_headers(incoming, read_whole=True)
+    try:
+        response = client.send(
+            upstream, "DELETE", f"/videos/{record.handle['id']}", headers=headers
+        )
+        status, _, _ = read_answer(response, method="DELETE")
+    except ProxyError as error:
+        log.warning("deleting a %s job upstream failed (%s)", upstream.name, error.code)
+        return
+    if status >= 400 and status != 404:
+        log.warning("deleting a %s job upstream answered HTTP %d", upstream.name, status)
 
 
 def deleted(video_id: str) -> Response:

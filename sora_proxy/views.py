@@ -112,17 +112,14 @@ def delete_video(video_id: str) -> Response:
     """``DELETE /v1/videos/{video_id}`` (the SDK's empty JSON body is ignored)."""
     caller = _caller()
     path = f"/videos/{check_id(video_id, 'video_id')}"
-    records = proxy_state().records
+    state = proxy_state()
+    records = state.records
     record, upstream = _video_of(caller, video_id)
     if records is None:
         return _stream(upstream, "DELETE", path, caller)
     if record is not None and upstream.dialect.proxy_owned:
-        if "delete" in upstream.dialect.operations and record.handle is not None:
-            # Deleted upstream where it can be; forgotten here either way.
-            read_answer(
-                _send(upstream, "DELETE", f"/videos/{record.handle['id']}", caller), method="DELETE"
-            )
-        records.store.forget(video_id)
+        jobs.delete_upstream(state.client, record, upstream, request.headers)
+        records.store.forget(video_id)  # forgotten here whatever the upstream said
         return jobs.deleted(video_id)
     status, headers, data = read_answer(_send(upstream, "DELETE", path, caller), method="DELETE")
     if 200 <= status < 300:

@@ -336,3 +336,26 @@ def test_vllm_omni_gets_frames_and_fps_when_configured(tmp_path):
         assert sent.form["num_frames"] == ["64"] and sent.form["fps"] == ["16"]
         assert sent.form["model"] == [SERVED] and sent.form["seconds"] == ["4"]
         assert sent.header("Authorization") is None  # no key configured, none sent
+
+
+def test_an_expired_result_url_is_a_502_not_the_callers_fault(tmp_path):
+    import dataclasses
+
+    from sora_proxy.store import open_store
+
+    with _stack("new-api", tmp_path) as stack:
+        video = stack.sdk().videos.create_and_poll(
+            prompt="soon gone", model="sora-2", poll_interval_ms=100
+        )
+        store = open_store(f"sqlite:///{tmp_path}/new-api.sqlite3")
+        record = store.get(video.id)
+        gone = stack.results.base_url.removesuffix("/v1") + "/0-expired/video.mp4"
+        store.record(dataclasses.replace(record, handle={**record.handle, "result_urls": [gone]}))
+        answer = requests.get(
+            f"{stack.url}/v1/videos/{video.id}/content",
+            headers={"Authorization": f"Bearer {ALICE}"},
+            timeout=10,
+        )
+        assert answer.status_code == 502
+        assert answer.json()["error"]["code"] == "upstream_result_unavailable"
+        assert UPSTREAM_KEY not in answer.text
