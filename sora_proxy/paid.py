@@ -201,6 +201,13 @@ def _own_answer(
     if error is None:
         return status, headers, data
     kept = [("Content-Type", "application/json"), *error.headers.items()]
+    said = {name.lower() for name, _ in kept}
+    # The upstream's own pacing (a 429's Retry-After) is the caller's to honour too.
+    kept += [
+        (name, value)
+        for name, value in headers
+        if name.lower() in ("retry-after", "retry-after-ms") and name.lower() not in said
+    ]
     if error.status >= 500:
         kept.append(("x-should-retry", "false"))
     return error.status, kept, json.dumps(error.envelope()).encode()

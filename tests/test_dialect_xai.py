@@ -328,3 +328,24 @@ def test_an_upstream_400_reaches_the_caller_in_openais_envelope(stack: Stack) ->
     (create,) = stack.upstream("POST")
     assert create.json["resolution"] == "1080p" and create.json["aspect_ratio"] == "16:9"
     assert stack.sdk().videos.list().data == []
+
+
+def test_a_rate_limited_create_passes_on_the_upstreams_retry_after(stack: Stack) -> None:
+    stack.sim.state.fail_next.append(
+        FailureSpec(
+            path_prefix="/v1/videos/generations",
+            method="POST",
+            status=429,
+            headers={"Retry-After": "7"},
+        )
+    )
+    answer = requests.post(
+        f"{stack.url}/v1/videos",
+        json={"prompt": "later", "model": MODEL},
+        headers={"Authorization": f"Bearer {ALICE}"},
+        timeout=10,
+    )
+    assert answer.status_code == 429
+    assert answer.headers["Retry-After"] == "7"
+    assert answer.json()["error"]["code"] == "rate_limit_exceeded"
+    assert stack.sdk().videos.list().data == []  # nothing recorded: nothing was accepted
