@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+from werkzeug.serving import make_server
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -66,3 +72,16 @@ class Gunicorn:
             self.process.wait()
         self._log.close()
         return self.log_path.read_text(errors="replace")
+
+
+@contextlib.contextmanager
+def served(app: Any) -> Iterator[str]:
+    """``app`` on a real loopback socket (werkzeug's threaded server) for the block; its URL."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()

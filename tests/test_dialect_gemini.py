@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import io
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ import openai
 import pytest
 import requests
 from images import make_image
-from werkzeug.serving import make_server
+from servers import served
 
 from sora_proxy import create_app
 from sora_proxy.simulator import SimulatorServer
@@ -53,18 +52,6 @@ class Stack:
 
 
 @contextmanager
-def _served(app) -> Iterator[str]:
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-@contextmanager
 def _stack(tmp_path: Path, *, listed: str = LISTED, key: str = KEY) -> Iterator[Stack]:
     with SimulatorServer(app=create_gemini_app(api_key=KEY, seconds_per_step=0.1)) as sim:
         base = sim.base_url.removesuffix("/v1") + "/v1beta"
@@ -83,7 +70,7 @@ def _stack(tmp_path: Path, *, listed: str = LISTED, key: str = KEY) -> Iterator[
                 "SORA_PROXY_POLL_INTERVAL": "0.2",
             }
         )
-        with _served(proxy) as url:
+        with served(proxy) as url:
             yield Stack(sim, url)
 
 

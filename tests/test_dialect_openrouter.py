@@ -12,10 +12,8 @@ from __future__ import annotations
 import base64
 import io
 import json
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +21,7 @@ import openai
 import pytest
 import requests
 from images import make_image
-from werkzeug.serving import make_server
+from servers import served
 
 from sora_proxy import create_app
 from sora_proxy.catalog import Upstream
@@ -72,18 +70,6 @@ class Stack:
         return job
 
 
-@contextmanager
-def _served(app) -> Iterator[str]:
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
     with SimulatorServer(app=create_result_host_app()) as storage:
@@ -113,7 +99,7 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
                     "SORA_PROXY_POLL_INTERVAL": "0.2",
                 }
             )
-            with _served(proxy) as url:
+            with served(proxy) as url:
                 yield Stack(sim, storage, url)
 
 

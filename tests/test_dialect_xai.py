@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import io
 import logging
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ import openai
 import pytest
 import requests
 from images import make_image
-from werkzeug.serving import make_server
+from servers import served
 
 from sora_proxy import create_app
 from sora_proxy.simulator import SimulatorServer
@@ -63,18 +62,6 @@ class Stack:
 
 
 @contextmanager
-def _served(app) -> Iterator[str]:
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-@contextmanager
 def _stack(tmp_path: Path, *, configured_key: str = UPSTREAM_KEY) -> Iterator[Stack]:
     with SimulatorServer(app=create_result_host_app()) as results:
         app = create_xai_app(
@@ -100,7 +87,7 @@ def _stack(tmp_path: Path, *, configured_key: str = UPSTREAM_KEY) -> Iterator[St
                     "SORA_PROXY_POLL_INTERVAL": "0.2",
                 }
             )
-            with _served(proxy) as url:
+            with served(proxy) as url:
                 yield Stack(sim, results, url)
 
 

@@ -21,7 +21,7 @@ import openai
 import pytest
 import requests
 from images import make_image
-from werkzeug.serving import make_server
+from servers import served
 
 from sora_proxy import create_app
 from sora_proxy.simulator import SimulatorServer
@@ -71,18 +71,6 @@ def _toml(style: str, base_url: str) -> str:
 
 
 @contextmanager
-def _served(app) -> Iterator[str]:
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-@contextmanager
 def _stack(style: str, tmp_path: Path, poll_interval: float = 0.2) -> Iterator[Stack]:
     if style == "vllm-omni":
         result_host = SimulatorServer()  # vLLM-Omni has no result URLs: stays unused
@@ -117,7 +105,7 @@ def _stack(style: str, tmp_path: Path, poll_interval: float = 0.2) -> Iterator[S
                     "SORA_PROXY_POLL_INTERVAL": str(poll_interval),
                 }
             )
-            with _served(proxy) as url:
+            with served(proxy) as url:
                 yield Stack(style, sim, results, url, poll_interval)
 
 

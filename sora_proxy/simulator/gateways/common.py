@@ -12,11 +12,11 @@ import hmac
 import json
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from flask import Response, current_app, request
+from flask import Response, current_app, jsonify, request
 
 from ..state import SimulatorState
 from ..views import FAIL_MARKER
@@ -193,3 +193,20 @@ def json_kind(value: object) -> str:
     if isinstance(value, list):
         return "array"
     return "object"
+
+
+def list_page(render: Callable[[dict[str, Any]], dict[str, Any]]) -> Response:
+    """OpenAI's list of the stored videos, newest first unless ``order=asc``, at most
+    ``limit`` (20), each written by ``render``: what LiteLLM and the resellers answer alike."""
+    jobs = get_state().list_videos()
+    if request.args.get("order", "desc") == "desc":
+        jobs.reverse()
+    limit = request.args.get("limit", "20")
+    page = [render(job) for job in jobs[: int(limit) if limit.isdigit() else 20]]
+    return jsonify(
+        object="list",
+        data=page,
+        first_id=page[0]["id"] if page else None,
+        last_id=page[-1]["id"] if page else None,
+        has_more=len(jobs) > len(page),
+    )

@@ -34,6 +34,7 @@ from .common import (
     bearer_token,
     get_state,
     job_phase,
+    list_page,
     new_job,
     read_fields,
     same_key,
@@ -198,18 +199,7 @@ def remix_video(video_id: str) -> Response:
 @bp.get("/videos")
 def list_videos() -> Response:
     """Every stored video, whoever created it (LiteLLM does not filter by key)."""
-    jobs = get_state().list_videos()
-    if request.args.get("order", "desc") == "desc":
-        jobs.reverse()
-    limit = request.args.get("limit", "20")
-    page = [render(job) for job in jobs[: int(limit) if limit.isdigit() else 20]]
-    return jsonify(
-        object="list",
-        data=page,
-        first_id=page[0]["id"] if page else None,
-        last_id=page[-1]["id"] if page else None,
-        has_more=len(jobs) > len(page),
-    )
+    return list_page(render)
 
 
 @bp.get("/videos/<video_id>")
