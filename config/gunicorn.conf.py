@@ -50,3 +50,11 @@ if os.environ.get("SORA_PROXY_METRICS", "").strip().lower() in ("1", "true", "ye
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(worker.pid)
+
+
+def post_worker_init(worker):
+    """Start the proxy's tracker in each worker as soon as it is up, so unfinished videos are
+    followed even before (or without) a request reaching that worker."""
+    from sora_proxy.tracker import start_registered
+
+    start_registered()

@@ -17,6 +17,7 @@ from typing import Any
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from .archive import Archive, open_archive
 from .auth import AuthenticateCallback, Authenticator
 from .blueprint import create_blueprint
 from .catalog import load_catalog, refuse_open_relay
@@ -28,13 +29,17 @@ from .imagework import set_image_concurrency
 from .metrics import Metrics
 from .observability import configure_standalone_logging
 from .ownership import Ownership
+from .profiles import CallerProfiles, WebhookCallback
 from .readiness import ReadinessProbe
 from .settings import Settings, environment_config, load_settings
 from .store import open_store
 from .store.durable import DurableWrites
 from .store.spool import Spool
+from .tracker import Tracker
+from .tracker import register as register_tracker
+from .webhooks import WebhookEndpoint
 
-__all__ = ["ConfigError", "SoraProxy", "create_app"]
+__all__ = ["ConfigError", "SoraProxy", "WebhookEndpoint", "create_app"]
 __version__ = "0.1.0"
 
 
@@ -44,12 +49,19 @@ class SoraProxy:
     :param app: the app to initialise now, or ``None`` to call :meth:`init_app` later.
     :param authenticate: optional ``fn(request) -> caller id | None`` letting the host app's
         own login decide who is calling.
+    :param webhook_for: optional ``fn(caller id) -> WebhookEndpoint | None``: where the
+        caller's ``video.completed``/``video.failed`` events go (asked before the settings).
     """
 
     def __init__(
-        self, app: Flask | None = None, *, authenticate: AuthenticateCallback | None = None
+        self,
+        app: Flask | None = None,
+        *,
+        authenticate: AuthenticateCallback | None = None,
+        webhook_for: WebhookCallback | None = None,
     ) -> None:
         self._authenticate = authenticate
+        self._webhook_for = webhook_for
         if app is not None:
             self.init_app(app)
 
@@ -68,11 +80,13 @@ class SoraProxy:
         authenticator = Authenticator(settings, self._authenticate)
         catalog = load_catalog(settings)
         refuse_open_relay(catalog, settings, identifies_callers=authenticator.identifies_callers)
+        profiles = CallerProfiles(settings, self._webhook_for)
         records = None
         proxy_owned = any(u.dialect.proxy_owned for u in catalog.upstreams.values())
         if authenticator.identifies_callers or len(catalog.upstreams) > 1 or proxy_owned:
             records = _open_records(settings, app.instance_path)
-        app.extensions[EXTENSION_KEY] = ProxyState(
+        tracking = settings.tracker != "off" and records is not None
+        state = ProxyState(
             settings=settings,
             authenticator=authenticator,
             catalog=catalog,
@@ -83,7 +97,13 @@ class SoraProxy:
             records=records,
             metrics=Metrics() if settings.metrics else None,
             readiness=ReadinessProbe(),
+            profiles=profiles,
+            archive=_open_archive(settings, app.instance_path) if tracking else None,
+            tracker=Tracker() if tracking and settings.tracker == "workers" else None,
         )
+        app.extensions[EXTENSION_KEY] = state
+        if state.tracker is not None:
+            register_tracker(state)
         app.register_blueprint(create_blueprint(), url_prefix=settings.url_prefix or None)
 
 
@@ -106,6 +126,16 @@ def _open_records(settings: Settings, instance_path: str) -> Records:
             store, writes, ttl=settings.idempotency_ttl, in_flight_ttl=in_flight_ttl
         ),
     )
+
+
+def _open_archive(settings: Settings, instance_path: str) -> Archive | None:
+    """The archive finished videos are copied into, unless ``SORA_PROXY_ARCHIVE`` is off."""
+    if not settings.archive:
+        return None
+    try:
+        return open_archive(settings.archive_url, instance_path)
+    except ValueError as error:
+        raise ConfigError("SORA_PROXY_ARCHIVE_URL", str(error)) from None
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:

@@ -106,6 +106,14 @@ def _return_body_memory(_error: BaseException | None) -> None:
         release_free_memory()
 
 
+def _start_tracker() -> None:
+    """Start this worker's tracker on its first proxy request, where no gunicorn hook did
+    (``flask run``, other servers); a no-op once it runs."""
+    state = proxy_state()
+    if state.tracker is not None:
+        state.tracker.ensure_running(state)
+
+
 def create_blueprint() -> Blueprint:
     """A fresh blueprint (one per app, so several apps in one process stay independent)."""
     blueprint = Blueprint("sora_proxy", __name__)
@@ -128,6 +136,7 @@ def create_blueprint() -> Blueprint:
             provide_automatic_options=False,
         )
     blueprint.before_request(begin_request)
+    blueprint.before_request(_start_tracker)
     blueprint.after_request(finish_request)
     blueprint.teardown_request(_return_body_memory)
     blueprint.register_error_handler(ProxyError, _render_proxy_error)

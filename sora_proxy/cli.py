@@ -56,10 +56,15 @@ def main(argv: list[str] | None = None) -> int:
         help=f"default: SORA_PROXY_SIMULATOR_PORT or {DEFAULT_SIMULATOR_PORT}",
     )
     commands.add_parser("check", help="check the SORA_PROXY_* settings and exit")
+    commands.add_parser(
+        "tracker", help="follow videos to their end (polls, archive, webhooks) in this process"
+    )
     args = parser.parse_args(argv)
 
     if args.command == "check":
         return _check(dict(os.environ))
+    if args.command == "tracker":
+        return _run_tracker()
     try:
         knobs = deployment(os.environ)
     except ConfigError as error:
@@ -74,6 +79,35 @@ def main(argv: list[str] | None = None) -> int:
     bind = args.bind or knobs.bind
     port = args.simulator_port if args.simulator_port is not None else knobs.simulator_port
     return _serve(bind, port, args.config)
+
+
+def _run_tracker() -> int:
+    """Run a tracker on its own, with the proxy's settings, until SIGTERM or Ctrl-C.
+
+    For deployments that keep background work apart from the web workers (which then run
+    with ``SORA_PROXY_TRACKER=external``); it shares their store and archive.
+    """
+    from . import create_app
+    from .extension import proxy_state
+
+    try:
+        app = create_app({"SORA_PROXY_TRACKER": "workers"})
+    except ConfigError as error:
+        report_config_error(error)
+        return 2
+    with app.app_context():
+        state = proxy_state()
+    if state.records is None:
+        print("sora-proxy tracker: no store is kept (one anonymous upstream); nothing to follow")
+        return 2
+    assert state.tracker is not None  # built with SORA_PROXY_TRACKER=workers
+    tracker = state.tracker
+    signal.signal(signal.SIGTERM, lambda *_: tracker.stop())
+    try:
+        tracker.run_in_foreground(state)
+    except KeyboardInterrupt:
+        tracker.stop()
+    return 0
 
 
 def _check(environ: dict[str, str]) -> int:

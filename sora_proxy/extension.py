@@ -6,16 +6,19 @@ from dataclasses import dataclass
 
 from flask import current_app
 
+from .archive import Archive
 from .auth import Authenticator
 from .catalog import Catalog
 from .client import UpstreamClient
 from .idempotency import Idempotency
 from .metrics import Metrics
 from .ownership import Ownership
+from .profiles import CallerProfiles
 from .readiness import ReadinessProbe
 from .settings import Settings
 from .store import Store
 from .store.durable import DurableWrites
+from .tracker import Tracker
 
 #: ``app.extensions[EXTENSION_KEY]`` holds the app's :class:`ProxyState`.
 EXTENSION_KEY = "sora_proxy"
@@ -42,6 +45,9 @@ class ProxyState:
     :param records: ``None`` in pass-through and anonymous modes with one upstream, which
         store nothing.
     :param metrics: ``None`` unless ``SORA_PROXY_METRICS`` is on.
+    :param archive: where finished videos are kept; ``None`` without the tracker or with
+        ``SORA_PROXY_ARCHIVE`` off.
+    :param tracker: this app's tracker, ``None`` when it is off or there is no store.
     """
 
     settings: Settings
@@ -51,6 +57,9 @@ class ProxyState:
     records: Records | None
     metrics: Metrics | None
     readiness: ReadinessProbe
+    profiles: CallerProfiles
+    archive: Archive | None = None
+    tracker: Tracker | None = None
 
 
 def proxy_state() -> ProxyState:

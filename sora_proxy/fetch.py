@@ -1,6 +1,7 @@
 """Fetch a URL a client named, without letting the client aim the proxy at its own network.
 
-This is the only module that opens a caller-supplied URL. Every hop (the first request and
+This is the only module that opens a URL supplied from outside: a client's reference or result
+URL, and a webhook endpoint (:func:`post_to_url`). Every hop (the first request and
 each redirect) goes through the same steps: only ``http``/``https`` without user info; the host
 is resolved once and *every* address it resolves to is checked with :func:`check_address`; the
 connection is then made to a checked address (never to the name again, so a second DNS answer
@@ -19,12 +20,14 @@ import socket
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
 
 import certifi
-from urllib3 import HTTPConnectionPool, HTTPResponse, HTTPSConnectionPool, Timeout
+from urllib3 import HTTPConnectionPool, HTTPHeaderDict, HTTPResponse, HTTPSConnectionPool, Timeout
+from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.exceptions import (
     ConnectTimeoutError,
     HTTPError,
@@ -47,6 +50,8 @@ _PRIVATE_NETWORKS = tuple(
     for net in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7")
 )
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+#: How much of a POST's answer is read (and thrown away) before the connection is closed.
+_ANSWER_BYTES = 4096
 
 
 @dataclass(frozen=True)
@@ -201,14 +206,69 @@ def fetch_bytes(url: str, policy: FetchPolicy, *, param: str) -> bytes:
         return b"".join(stream.iter_chunks())
 
 
+def post_to_url(
+    url: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    *,
+    timeout: float,
+    allow_private: bool,
+    param: str,
+    user_agent: str = "sora-proxy",
+) -> tuple[int, Mapping[str, str]]:
+    """POST ``body`` to ``url`` once under the same rules as a fetch; return the answer's
+    status and (case-insensitive) headers, whatever the status.
+
+    Redirects are not followed: a 3xx is returned like any other status. ``timeout`` bounds
+    the whole attempt, DNS, connect, sending and the answer's head, even from a server that
+    sends it a byte at a time. At most 4 KiB of the answer's body is read, then dropped.
+
+    :param headers: end-to-end request headers (``Content-Type``, signatures).
+    :raises ReferenceFetchFailed: naming ``param``; ``reason`` is ``refused`` when the URL may
+        never be posted to (scheme, user info, address), else ``failed`` (no answer in time).
+    """
+    policy = FetchPolicy(
+        max_bytes=_ANSWER_BYTES,
+        allow_private=allow_private,
+        deadline=timeout,
+        connect_timeout=timeout,
+        max_redirects=0,
+    )
+    deadline_at = time.monotonic() + timeout
+    with _Cutoff(deadline_at) as cutoff:
+        try:
+            pool, response = _request(
+                url, policy, deadline_at, param, headers,
+                method="POST", body=body, user_agent=user_agent, cutoff=cutoff,
+            )  # fmt: skip
+        except ReferenceFetchFailed as error:
+            if cutoff.fired and error.reason != "refused":
+                raise _failed(param, "timed out") from None
+            raise
+        try:
+            # The status is the answer; a body cut short or late changes nothing.
+            answer = FetchedStream(response, policy, deadline_at, param)
+            with suppress(ReferenceFetchFailed):
+                next(answer.iter_chunks(_ANSWER_BYTES), b"")
+        finally:
+            response.close()
+            pool.close()
+    return response.status, HTTPHeaderDict(response.headers)
+
+
 def _request(
     url: str,
     policy: FetchPolicy,
     deadline_at: float,
     param: str,
     extra_headers: Mapping[str, str] | None = None,
+    *,
+    method: str = "GET",
+    body: bytes | None = None,
+    user_agent: str = "sora-proxy",
+    cutoff: _Cutoff | None = None,
 ) -> tuple[HTTPConnectionPool, HTTPResponse]:
-    """Check ``url``, resolve and check its host, and send the GET to a checked address."""
+    """Check ``url``, resolve and check its host, and send the request to a checked address."""
     if any(ord(char) <= 0x20 or ord(char) == 0x7F for char in url):
         raise _refused(param, "it is not a valid URL")
     try:
@@ -232,22 +292,23 @@ def _request(
     host_header = f"[{host}]" if ":" in host else host
     if port != _DEFAULT_PORTS[scheme]:
         host_header = f"{host_header}:{port}"
-    headers = {**(extra_headers or {}), "Host": host_header, "User-Agent": "sora-proxy"}
+    headers = {**(extra_headers or {}), "Host": host_header, "User-Agent": user_agent}
     headers.setdefault("Accept", "*/*")
     target = quote(parts.path or "/", safe="/%:@!$&'()*+,;=~-._")
     if parts.query:
         target += "?" + quote(parts.query, safe="/?%:@!$&'()*+,;=~-._")
-    log.debug("fetching %s://%s for %s", scheme, host_header, param)
+    log.debug("%s %s://%s for %s", method, scheme, host_header, param)
 
     timed_out = False
     for address in addresses:
         remaining = _remaining(deadline_at, param)
         timeout = Timeout(connect=min(policy.connect_timeout, remaining), read=remaining)
-        pool = _pool(scheme, address, port, host, timeout)
+        pool = _pool(scheme, address, port, host, timeout, cutoff)
         try:
             response = pool.urlopen(
-                "GET",
+                method,
                 target,
+                body=body,
                 headers=headers,
                 retries=False,
                 redirect=False,
@@ -269,15 +330,78 @@ def _request(
 
 
 def _pool(
-    scheme: str, address: IPAddress, port: int, host: str, timeout: Timeout
+    scheme: str,
+    address: IPAddress,
+    port: int,
+    host: str,
+    timeout: Timeout,
+    cutoff: _Cutoff | None = None,
 ) -> HTTPConnectionPool:
+    watched: dict[str, Any] = {} if cutoff is None else {"cutoff": cutoff}
+    pool: HTTPConnectionPool
     if scheme == "http":
-        return HTTPConnectionPool(str(address), port, timeout=timeout, maxsize=1, retries=False)
-    return HTTPSConnectionPool(
-        str(address), port, timeout=timeout, maxsize=1, retries=False,
-        server_hostname=host, assert_hostname=host,
-        cert_reqs="CERT_REQUIRED", ca_certs=certifi.where(),
-    )  # fmt: skip
+        pool = HTTPConnectionPool(
+            str(address), port, timeout=timeout, maxsize=1, retries=False, **watched
+        )
+    else:
+        pool = HTTPSConnectionPool(
+            str(address), port, timeout=timeout, maxsize=1, retries=False,
+            server_hostname=host, assert_hostname=host,
+            cert_reqs="CERT_REQUIRED", ca_certs=certifi.where(), **watched,
+        )  # fmt: skip
+    if cutoff is not None:
+        pool.ConnectionCls = _WatchedHTTP if scheme == "http" else _WatchedHTTPS
+    return pool
+
+
+class _Cutoff:
+    """Shuts the sockets of one request's connections when its deadline passes.
+
+    A socket timeout bounds each read, not their sum: a server sending its status line a byte
+    at a time never trips it. Shutting the socket from a timer ends the read wherever it is.
+    """
+
+    def __init__(self, deadline_at: float) -> None:
+        self.fired = False
+        self._connections: list[HTTPConnection] = []
+        self._lock = threading.Lock()
+        delay = max(deadline_at - time.monotonic(), 0.0)
+        self._timer = threading.Timer(delay, self._cut)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Cutoff:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._timer.cancel()
+
+    def watch(self, connection: HTTPConnection) -> None:
+        with self._lock:
+            self._connections.append(connection)
+
+    def _cut(self) -> None:
+        with self._lock:
+            self.fired = True
+            for connection in self._connections:
+                sock = connection.sock
+                if sock is not None:
+                    # The plain socket's shutdown: an SSLSocket's own would also drop its TLS
+                    # state under the reading thread; a closed socket just raises here.
+                    with suppress(OSError):
+                        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+class _WatchedHTTP(HTTPConnection):
+    def __init__(self, *args: Any, cutoff: _Cutoff, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        cutoff.watch(self)
+
+
+class _WatchedHTTPS(HTTPSConnection):
+    def __init__(self, *args: Any, cutoff: _Cutoff, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        cutoff.watch(self)
 
 
 def _describe(exc: Exception) -> str:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import secrets
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack
@@ -24,12 +23,14 @@ import requests
 from flask import Response
 from werkzeug.datastructures import Headers
 
+from . import tracker
 from .catalog import Upstream
 from .client import UpstreamClient, forwarded_headers
 from .dialects import JobState
 from .errors import Conflict, NotFound, ProxyError, ReferenceFetchFailed, UpstreamUnreachable
-from .extension import Records
+from .extension import ProxyState, Records
 from .fetch import FetchPolicy, open_url
+from .lifecycle import poll_key, poll_once
 from .store import OwnedResource
 from .streaming import (
     CHUNK_SIZE,
@@ -39,10 +40,13 @@ from .streaming import (
     small_answer,
     stream_back,
 )
+from .videos import POLL_AFTER_HEADER, UNFINISHED, new_video_id, video_object
 
 log = logging.getLogger("sora_proxy.jobs")
 
-POLL_AFTER_HEADER = "openai-poll-after-ms"
+#: How overdue a video's poll task must be before a retrieve polls in the tracker's place.
+_TRACKER_GRACE = 1.0
+
 #: Response headers of a result URL worth passing on (the rest is the result host's business).
 _RESULT_HEADERS = (
     "Content-Type",
@@ -52,32 +56,6 @@ _RESULT_HEADERS = (
     "ETag",
     "Last-Modified",
 )
-_UNFINISHED = ("queued", "in_progress")
-
-
-def new_video_id() -> str:
-    """A fresh id in OpenAI's form (``video_`` and 32 hex digits)."""
-    return f"video_{secrets.token_hex(16)}"
-
-
-def video_object(
-    video_id: str,
-    job: JobState,
-    caller_model: str | None,
-    known: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The caller's ``video`` object for ``job``: the proxy's id, the caller's model name, and
-    what is ``known`` already (the request's prompt, size, seconds; the last state) wherever
-    the upstream's answer is silent."""
-    video = {"id": video_id, "object": "video", **job.video}
-    for name, value in (known or {}).items():
-        # The error is the job's to say: a stale one must not outlive a retry upstream.
-        if video.get(name) is None and name != "error":
-            video[name] = value
-    video["id"] = video_id
-    if caller_model is not None:
-        video["model"] = caller_model
-    return video
 
 
 def record_created(
@@ -104,57 +82,52 @@ def record_created(
     return video
 
 
-def retrieve(
-    records: Records,
-    client: UpstreamClient,
-    record: OwnedResource,
-    upstream: Upstream,
-    incoming: Headers,
-    *,
-    interval: float,
-) -> Response:
-    """The video as the store knows it, refreshed from the upstream at most every
-    ``interval`` seconds (and never once it is finished)."""
+def retrieve(state: ProxyState, record: OwnedResource, upstream: Upstream) -> Response:
+    """The video as the store knows it, refreshed from the upstream at most every poll
+    interval (and never once it is finished).
+
+    With the tracker following the upstream, the tracker keeps the record fresh; a retrieve
+    polls only when the tracker is behind (the video's ``poll:`` task is overdue), taking
+    that task's lease so that the upstream is still asked by one worker at a time.
+    """
+    assert state.records is not None
+    store = state.records.store
     video = dict(record.last_object or {})
-    poll_after = interval
-    if video.get("status") in _UNFINISHED and record.handle is not None:
-        if records.store.claim_poll(record.resource_id, interval=interval):
-            video, poll_after = _poll(records, client, record, upstream, incoming, interval)
+    interval = poll_after = state.settings.poll_interval
+    if video.get("status") in UNFINISHED:
+        if tracker.follows(state, upstream):
+            task = store.claim_task(
+                poll_key(record.resource_id),
+                now=time.time() - _TRACKER_GRACE,
+                lease=state.settings.tracker_lease + _TRACKER_GRACE,
+            )
+            if task is not None:
+                tracker.run_step(state, task)
+                video = dict((store.get(record.resource_id) or record).last_object or video)
+            elif time.time() - record.created_at > interval + state.settings.tracker_lease:
+                # Made before the tracker was on, or its task lost: follow it from now on
+                # (a no-op for a video whose task exists).
+                tracker.track(state, upstream, video)
+        elif record.handle is not None and store.claim_poll(record.resource_id, interval=interval):
+            video, poll_after = _poll(state, record, upstream)
     return _json(video, headers={POLL_AFTER_HEADER: str(int(poll_after * 1000))})
 
 
 def _poll(
-    records: Records,
-    client: UpstreamClient,
-    record: OwnedResource,
-    upstream: Upstream,
-    incoming: Headers,
-    interval: float,
+    state: ProxyState, record: OwnedResource, upstream: Upstream
 ) -> tuple[dict[str, Any], float]:
-    """Ask the upstream once; keep what it said. A failed poll leaves the stored state."""
-    assert record.handle is not None and record.last_object is not None
-    video = dict(record.last_object)
-    headers = forwarded_headers(incoming, read_whole=True)
-    path = upstream.dialect.poll_path(upstream, record.handle)
+    """Ask the upstream once (no tracker); keep what it said. A failed poll leaves the
+    stored state. Returns the video and the seconds before polling again is worth it."""
+    assert state.records is not None
+    outcome = poll_once(state, record, upstream, interval=state.settings.poll_interval)
+    if outcome.video is None:
+        return dict(record.last_object or {}), outcome.wait
     try:
-        response = client.send(upstream, "GET", path, headers=headers)
-        status, answer_headers, body = read_answer(response, method="GET")
-    except ProxyError as error:
-        log.warning("polling a %s job failed (%s); answering from the store", upstream.name, error)
-        return video, interval
-    if status == 429:
-        retry_after = dict(answer_headers).get("Retry-After", "")
-        return video, float(retry_after) if retry_after.isdigit() else interval
-    job = upstream.dialect.read_poll(upstream, status, body)
-    if job is None:
-        return video, interval
-    video = video_object(record.resource_id, job, video.get("model"), known=video)
-    handle = {**record.handle, **{k: v for k, v in job.handle().items() if v}}
-    try:
-        records.store.record(dataclasses.replace(record, last_object=video, handle=handle))
+        updated = dataclasses.replace(record, last_object=outcome.video, handle=outcome.handle)
+        state.records.store.record(updated)
     except ProxyError:
         log.warning("could not keep a polled job's state; answered anyway")
-    return video, interval
+    return outcome.video, outcome.wait
 
 
 def content(

@@ -61,6 +61,34 @@ class Metrics:
             **common,
         )
 
+        self.tracker_polls = Counter(
+            "sora_proxy_tracker_polls",
+            "Background polls of unfinished videos, by upstream and outcome (ok, failed, missing).",
+            ["upstream", "outcome"],
+            **common,
+        )
+        self.videos_ended = Counter(
+            "sora_proxy_videos_ended",
+            "Videos the tracker saw end, by upstream and status (completed, failed).",
+            ["upstream", "status"],
+            **common,
+        )
+        self.archived = Counter(
+            "sora_proxy_archived",
+            "Variants copied into the archive, by variant and source (upstream, made).",
+            ["variant", "source"],
+            **common,
+        )
+        self.archived_bytes = Counter(
+            "sora_proxy_archived_bytes", "Bytes written into the archive.", **common
+        )
+        self.webhook_deliveries = Counter(
+            "sora_proxy_webhook_deliveries",
+            "Webhook delivery attempts, by outcome (delivered, failed, given_up, dropped).",
+            ["outcome"],
+            **common,
+        )
+
     def observe_request(self, record: dict[str, Any]) -> None:
         """Count one finished request from its log record."""
         route = record["route"]

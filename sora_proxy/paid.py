@@ -24,7 +24,7 @@ from typing import Any
 import requests
 from flask import Response, request
 
-from . import idempotency, jobs
+from . import idempotency, jobs, tracker
 from .auth import Caller
 from .catalog import Upstream
 from .client import forwarded_headers
@@ -102,7 +102,7 @@ def post(caller: Caller, paid: PaidRequest) -> Response:
             records.idempotency.release(ticket)
         records.writes.end_intent(intent.intent_id)
         raise
-    return _settle(records, caller, paid, upstream, answered, ticket, intent)
+    return _settle(state, caller, paid, upstream, answered, ticket, intent)
 
 
 def _send(
@@ -152,7 +152,7 @@ def _begin_intent(records: Records, owner: str, path: str, ticket: Ticket | None
 
 
 def _settle(
-    records: Records,
+    state: ProxyState,
     caller: Caller,
     paid: PaidRequest,
     upstream: Upstream,
@@ -161,6 +161,8 @@ def _settle(
     intent: Intent,
 ) -> Response:
     """Make the upstream's answer reachable and return it; never raises."""
+    assert state.records is not None
+    records = state.records
     status, headers, data = answered
     try:
         if paid.upload is not None:
@@ -171,6 +173,8 @@ def _settle(
             data = upstream.dialect.present(upstream, data, paid.caller_model)
         if 200 <= status < 300 and not upstream.dialect.proxy_owned:
             records.ownership.record_created(caller.owner, paid.kind, data, upstream.name)
+        if 200 <= status < 300 and paid.kind == "video":
+            tracker.track(state, upstream, data)
         if ticket:
             digest = paid.upload.digest(paid.path) if paid.upload is not None else None
             records.idempotency.finish(ticket, StoredResponse(status, headers, data, digest))

@@ -9,6 +9,7 @@ whose message is one line naming the key.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,11 +18,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
+from .webhooks import BACKOFF
 
 PREFIX = "SORA_PROXY_"
 MIB = 1024 * 1024
 REFERENCE_FITS = ("cover", "contain", "reject", "pass")
 _TRUE = {"1", "true", "yes", "on"}
+#: What a keys-file line may add after ``name:key``.
+_KEY_FILE_OPTIONS = ("webhook_url", "webhook_secret")
 _FALSE = {"0", "false", "no", "off", ""}
 
 
@@ -63,6 +67,34 @@ class Settings:
     idempotency_ttl: float = 86400.0
     #: Seconds between two upstream polls of one proxy-owned video, however many clients poll.
     poll_interval: float = 2.0
+    #: Follow every unfinished video in the background (a store is needed): poll it to its
+    #: end, archive it, deliver its webhook. ``workers``: each worker runs a tracker;
+    #: ``external``: the work is scheduled for ``sora-proxy tracker`` processes; ``off``:
+    #: videos are polled only when retrieved.
+    tracker: str = "workers"
+    #: Seconds a tracker holds a task before another may take it (renewed while it works).
+    tracker_lease: float = 60.0
+    #: Tasks (polls, copies, deliveries) one worker's tracker runs at once.
+    tracker_concurrency: int = 4
+    #: Seconds after its create a video still unfinished becomes ``failed`` (code ``timeout``).
+    job_timeout: float = 3600.0
+    #: Keep a copy of each finished video (and its thumbnail and spritesheet).
+    archive: bool = True
+    #: Where: None for the instance folder's ``sora_proxy-archive``, ``file:///path``, or
+    #: ``s3://bucket/prefix?endpoint_url=...&region=...``.
+    archive_url: str | None = None
+    #: Days an archived video is kept (its ``expires_at``).
+    archive_days: float = 30.0
+    #: Most bytes the archive may hold; the oldest videos go first. None: no cap.
+    archive_max_bytes: int | None = None
+    #: Webhook endpoints as (caller name or ``*`` for every caller, URL, ``whsec_`` secret).
+    webhooks: tuple[tuple[str, str, str], ...] = ()
+    #: Seconds one webhook delivery attempt may take.
+    webhook_timeout: float = 10.0
+    #: Seconds to wait after each failed delivery (the last one repeats), until 24 h passed.
+    webhook_retry_schedule: tuple[float, ...] = BACKOFF
+    #: Allow webhook endpoints on loopback and private networks.
+    webhook_allow_private: bool = False
     #: Proxies in front (nginx: 1) whose X-Forwarded-* headers are trusted.
     trusted_proxies: int = 0
     metrics: bool = False
@@ -155,10 +187,31 @@ def _named_key(entry: str, key_name: str) -> tuple[str, str]:
     return name, key
 
 
-def _api_keys(config: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+def _key_file_line(line: str, number: int) -> tuple[tuple[str, str], dict[str, str]]:
+    """``name:key [webhook_url=URL webhook_secret=whsec_…]`` -> the pair and its options."""
+    entry, *options = line.split()
+    if ":" not in entry:
+        raise ConfigError(PREFIX + "API_KEYS_FILE", f"line {number} is not 'name:key'")
+    found: dict[str, str] = {}
+    for option in options:
+        name, sep, value = option.partition("=")
+        if not sep or name not in _KEY_FILE_OPTIONS or not value:
+            allowed = ", ".join(_KEY_FILE_OPTIONS)
+            raise ConfigError(
+                PREFIX + "API_KEYS_FILE", f"line {number}: options are {allowed} (name=value)"
+            )
+        found[name] = value
+    return _named_key(entry, "API_KEYS_FILE"), found
+
+
+def _api_keys(
+    config: Mapping[str, Any],
+) -> tuple[tuple[tuple[str, str], ...], list[tuple[str, str, str]]]:
+    """The caller keys, and the webhooks the keys file names beside them."""
     value = _raw(config, "API_KEYS")
     items = value.split(",") if isinstance(value, str) else list(value or ())
     pairs = [_named_key(str(item).strip(), "API_KEYS") for item in items if str(item).strip()]
+    webhooks: list[tuple[str, str, str]] = []
     path = _string(config, "API_KEYS_FILE")
     if path:
         try:
@@ -171,13 +224,92 @@ def _api_keys(config: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
             line = line.strip()
             if not line or line.startswith("#"):
                 continue
-            if ":" not in line:
-                raise ConfigError(PREFIX + "API_KEYS_FILE", f"line {number} is not 'name:key'")
-            pairs.append(_named_key(line, "API_KEYS_FILE"))
+            pair, options = _key_file_line(line, number)
+            pairs.append(pair)
+            if options:
+                if set(options) != set(_KEY_FILE_OPTIONS):
+                    raise ConfigError(
+                        PREFIX + "API_KEYS_FILE",
+                        f"line {number}: webhook_url and webhook_secret go together",
+                    )
+                webhooks.append((pair[0], options["webhook_url"], options["webhook_secret"]))
     keys = [key for _, key in pairs]
     if len(set(keys)) != len(keys):
         raise ConfigError(PREFIX + "API_KEYS", "the same key is given twice")
-    return tuple(pairs)
+    return tuple(pairs), webhooks
+
+
+def _webhooks(
+    config: Mapping[str, Any], from_keys: list[tuple[str, str, str]]
+) -> tuple[tuple[str, str, str], ...]:
+    """Webhook endpoints: ``SORA_PROXY_WEBHOOKS`` (``{caller: {url, secret}}``, or that as
+    JSON), ``SORA_PROXY_WEBHOOK_URL`` + ``_SECRET`` for every caller, and the keys file's."""
+    value = _raw(config, "WEBHOOKS")
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value.strip() else None
+        except ValueError:
+            raise ConfigError(PREFIX + "WEBHOOKS", "is not valid JSON") from None
+    entries = list(from_keys)
+    if value is not None:
+        if not isinstance(value, Mapping):
+            raise ConfigError(PREFIX + "WEBHOOKS", 'must map caller names to {"url", "secret"}')
+        for caller, target in value.items():
+            if not isinstance(target, Mapping) or not {"url", "secret"} <= set(target):
+                raise ConfigError(PREFIX + "WEBHOOKS", f'[{caller}] must be {{"url", "secret"}}')
+            entries.append((str(caller), str(target["url"]), str(target["secret"])))
+    url, secret = _string(config, "WEBHOOK_URL"), _string(config, "WEBHOOK_SECRET")
+    if bool(url) != bool(secret):
+        raise ConfigError(PREFIX + "WEBHOOK_URL", "and SORA_PROXY_WEBHOOK_SECRET go together")
+    if url and secret:
+        entries.append(("*", url, secret))
+    names = [name for name, _, _ in entries]
+    if len(set(names)) != len(names):
+        raise ConfigError(PREFIX + "WEBHOOKS", "a caller has two webhook endpoints")
+    return tuple(entries)
+
+
+def _tracker_mode(config: Mapping[str, Any]) -> str:
+    """``workers`` (also true/on), ``external``, or ``off`` (also false)."""
+    value = _raw(config, "TRACKER")
+    if value is None:
+        return str(_default("TRACKER"))
+    text = str(value).strip().lower()
+    if text in ("workers", "external", "off"):
+        return text
+    if isinstance(value, bool) or text in _TRUE | _FALSE:
+        on = value if isinstance(value, bool) else text in _TRUE
+        return "workers" if on else "off"
+    raise ConfigError(PREFIX + "TRACKER", "must be workers (true), external or off (false)")
+
+
+def _pauses(config: Mapping[str, Any], name: str) -> tuple[float, ...]:
+    """Positive numbers of seconds, as a list or a comma-separated string."""
+    value = _raw(config, name)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return tuple(_default(name))
+    items = value.split(",") if isinstance(value, str) else list(value)
+    try:
+        pauses = tuple(float(item) for item in items)
+    except (TypeError, ValueError):
+        raise ConfigError(PREFIX + name, "must be seconds separated by commas") from None
+    if not pauses or any(not pause > 0 for pause in pauses):
+        raise ConfigError(PREFIX + name, "must be positive seconds separated by commas")
+    return pauses
+
+
+def _optional_size(config: Mapping[str, Any], name: str) -> int | None:
+    """A positive whole number, or None when unset."""
+    value = _raw(config, name)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(PREFIX + name, "must be a whole number of bytes") from None
+    if isinstance(value, bool) or number <= 0:
+        raise ConfigError(PREFIX + name, "must be a positive number of bytes")
+    return number
 
 
 def _upstream_url(url: str | None) -> str:
@@ -210,7 +342,7 @@ def load_settings(config: Mapping[str, Any], *, has_authenticate: bool = False) 
     :raises ConfigError: on the first bad value, naming its key.
     """
     upstream_api_key = _string(config, "UPSTREAM_API_KEY")
-    api_keys = _api_keys(config)
+    api_keys, key_file_webhooks = _api_keys(config)
     allow_anonymous = _boolean(config, "ALLOW_ANONYMOUS")
     if upstream_api_key and not api_keys and not has_authenticate and not allow_anonymous:
         raise ConfigError(
@@ -252,6 +384,18 @@ def load_settings(config: Mapping[str, Any], *, has_authenticate: bool = False) 
         spool_dir=_string(config, "SPOOL_DIR"),
         idempotency_ttl=_number(config, "IDEMPOTENCY_TTL"),
         poll_interval=_number(config, "POLL_INTERVAL"),
+        tracker=_tracker_mode(config),
+        tracker_lease=_number(config, "TRACKER_LEASE"),
+        tracker_concurrency=_number(config, "TRACKER_CONCURRENCY"),
+        job_timeout=_number(config, "JOB_TIMEOUT"),
+        archive=_boolean(config, "ARCHIVE"),
+        archive_url=_string(config, "ARCHIVE_URL"),
+        archive_days=_number(config, "ARCHIVE_DAYS"),
+        archive_max_bytes=_optional_size(config, "ARCHIVE_MAX_BYTES"),
+        webhooks=_webhooks(config, key_file_webhooks),
+        webhook_timeout=_number(config, "WEBHOOK_TIMEOUT"),
+        webhook_retry_schedule=_pauses(config, "WEBHOOK_RETRY_SCHEDULE"),
+        webhook_allow_private=_boolean(config, "WEBHOOK_ALLOW_PRIVATE"),
         trusted_proxies=_count(config, "TRUSTED_PROXIES"),
         metrics=_boolean(config, "METRICS"),
         log_prompts=_boolean(config, "LOG_PROMPTS"),
@@ -268,10 +412,13 @@ def known_setting_names() -> frozenset[str]:
     """Every ``SORA_PROXY_*`` name :func:`load_settings` reads, derived from :class:`Settings`.
 
     One name per dataclass field (a field added there is known here at once), plus
-    ``SORA_PROXY_API_KEYS_FILE``, which feeds the ``api_keys`` field.
+    ``SORA_PROXY_API_KEYS_FILE``, which feeds the ``api_keys`` field, and
+    ``SORA_PROXY_WEBHOOK_URL``/``_SECRET``, which feed ``webhooks``.
     """
     from dataclasses import fields
 
     return frozenset({PREFIX + field.name.upper() for field in fields(Settings)}) | {
-        PREFIX + "API_KEYS_FILE"
+        PREFIX + "API_KEYS_FILE",
+        PREFIX + "WEBHOOK_URL",
+        PREFIX + "WEBHOOK_SECRET",
     }

@@ -15,7 +15,8 @@ import requests
 from flask import Response, request
 from marshmallow import Schema
 
-from . import idempotency, jobs
+from . import idempotency, jobs, tracker
+from .archiving import archived_variant, forget_archived
 from .auth import Caller
 from .bodies import media_type, read_form_body, read_json_object
 from .catalog import Upstream
@@ -92,15 +93,8 @@ def retrieve_video(video_id: str) -> Response:
     record, upstream = _video_of(caller, video_id)
     if state.records is None:
         return _stream(upstream, "GET", path, caller)
-    if record is not None and upstream.dialect.proxy_owned:
-        return jobs.retrieve(
-            state.records,
-            state.client,
-            record,
-            upstream,
-            request.headers,
-            interval=state.settings.poll_interval,
-        )
+    if record is not None and (upstream.dialect.proxy_owned or tracker.follows(state, upstream)):
+        return jobs.retrieve(state, record, upstream)
     status, headers, data = read_answer(_send(upstream, "GET", path, caller), method="GET")
     data = upstream.dialect.present(upstream, data)
     if status == 200:
@@ -120,10 +114,12 @@ def delete_video(video_id: str) -> Response:
     if record is not None and upstream.dialect.proxy_owned:
         jobs.delete_upstream(state.client, record, upstream, request.headers)
         records.store.forget(video_id)  # forgotten here whatever the upstream said
+        forget_archived(state, video_id)
         return jobs.deleted(video_id)
     status, headers, data = read_answer(_send(upstream, "DELETE", path, caller), method="DELETE")
     if 200 <= status < 300:
         records.store.forget(video_id)
+        forget_archived(state, video_id)
     return small_answer(status, headers, data)
 
 
@@ -133,6 +129,10 @@ def video_content(video_id: str) -> Response:
     query = load_or_raise(ContentQuerySchema(), request.args.to_dict())
     path = f"/videos/{check_id(video_id, 'video_id')}/content"
     record, upstream = _video_of(caller, video_id)
+    variant = query.get("variant", "video")
+    archived = archived_variant(proxy_state(), video_id, variant) if record else None
+    if archived is not None:
+        return archived
     if record is not None and upstream.dialect.proxy_owned:
         return jobs.content(
             proxy_state().client,
@@ -140,7 +140,7 @@ def video_content(video_id: str) -> Response:
             upstream,
             request.headers,
             method=request.method,
-            variant=query.get("variant", "video"),
+            variant=variant,
             allow_private=proxy_state().settings.fetch_allow_private,
         )
     return _stream(upstream, request.method, path, caller, query)

@@ -28,6 +28,16 @@ def instance_folder(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
     return folder
 
 
+@pytest.fixture(autouse=True)
+def stop_trackers() -> Iterator[None]:
+    """Every proxy app a test builds starts a tracker thread on its first request; stop them
+    when the test ends, as a host app stops them at shutdown, so none outlives its store."""
+    yield
+    from sora_proxy.tracker import stop_all
+
+    stop_all()
+
+
 @pytest.fixture
 def upstream() -> Iterator[SimulatorServer]:
     """A fresh simulator, the real upstream, recording every request it receives."""
@@ -86,6 +96,34 @@ def file_server() -> Iterator[FileServer]:
     yield files
     files.server.shutdown()
     files.server.server_close()
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 server on 127.0.0.1 for the whole session."""
+    from moto.server import ThreadedMotoServer
+    from s3_server import S3Server
+    from servers import free_port
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
+    server.start()
+    try:
+        yield S3Server(f"http://127.0.0.1:{server._port}")
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def aws_env(monkeypatch, tmp_path):
+    """Dummy credentials from the environment, and no profile or config from the host."""
+    from s3_server import ACCESS_KEY, SECRET_KEY
+
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
 
 
 @pytest.fixture(scope="session")

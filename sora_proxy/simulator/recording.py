@@ -15,7 +15,8 @@ import hashlib
 import io
 import json
 import tempfile
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Iterator
 from typing import IO, TYPE_CHECKING, cast
 from urllib.parse import parse_qs
 
@@ -58,8 +59,27 @@ class RecordingMiddleware:
 
         failure = self.state.take_failure(record.method, record.path)
         if failure is None:
-            return self.app(environ, start_response)
-        return apply_failure(failure, self.app, environ, start_response)
+            return _Timed(self.app(environ, start_response), record)
+        return _Timed(apply_failure(failure, self.app, environ, start_response), record)
+
+
+class _Timed:
+    """The answer's body, noting in the record when it is done (closed by the server)."""
+
+    def __init__(self, body: Iterable[bytes], record: RecordedRequest) -> None:
+        self._body = body
+        self._record = record
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._body)
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._record.answered_at = time.time()
 
 
 class _FileSink(io.RawIOBase):
@@ -98,6 +118,7 @@ class _FileSink(io.RawIOBase):
 
 def _capture(environ: WSGIEnvironment) -> tuple[IO[bytes], RecordedRequest]:
     """Read the whole body into a spool file and build the record of this request."""
+    received_at = time.time()
     stream = environ["wsgi.input"]
     if environ.get("wsgi.input_terminated"):
         remaining: int | None = None
@@ -124,6 +145,7 @@ def _capture(environ: WSGIEnvironment) -> tuple[IO[bytes], RecordedRequest]:
     spool.seek(0)
 
     record = RecordedRequest(
+        received_at=received_at,
         method=environ.get("REQUEST_METHOD", "GET"),
         path=environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""),
         query=parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True),

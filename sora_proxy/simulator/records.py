@@ -62,6 +62,10 @@ class RecordedRequest:
     form: dict[str, list[str]] = field(default_factory=dict)
     files: dict[str, list[RecordedFile]] = field(default_factory=dict)
     json: object | None = None
+    #: When the request arrived and when its answer was done (``time.time()``; ``None``
+    #: while it is still being answered), so a test can tell whether two overlapped.
+    received_at: float = 0.0
+    answered_at: float | None = None
 
     def header(self, name: str) -> str | None:
         """Return the value of header ``name`` regardless of its case, or ``None``."""

@@ -19,6 +19,7 @@ from sora_proxy.store.base import (
     OwnedResource,
     Store,
     StoredResponse,
+    Task,
 )
 from sora_proxy.store.redis import RedisStore, client_from_url
 from sora_proxy.store.sqlite import SQLiteStore
@@ -34,6 +35,7 @@ __all__ = [
     "SQLiteStore",
     "Store",
     "StoredResponse",
+    "Task",
     "open_store",
 ]
 

@@ -75,6 +75,28 @@ class StoredResponse:
     request_digest: str | None = None
 
 
+@dataclass(frozen=True)
+class Task:
+    """One piece of background work, leased to one worker at a time (see
+    :meth:`Store.claim_tasks`).
+
+    :param key: unique per piece of work (``poll:video_…``, ``archive:video_…``,
+        ``webhook:evt_…``); scheduling the same key twice is a no-op, even after it finished.
+    :param kind: what to do (``poll``, ``archive``, ``webhook``).
+    :param payload: the work's own data (JSON-serialisable; never a secret).
+    :param created_at: when it was first scheduled (seconds since the epoch).
+    :param attempts: how many times it was claimed, this claim included.
+    :param token: this claim's lease token; only its holder may extend, reschedule or finish it.
+    """
+
+    key: str
+    kind: str
+    payload: dict[str, Any]
+    created_at: float
+    attempts: int = 0
+    token: str = ""
+
+
 class Claim(enum.Enum):
     """Outcome of :meth:`Store.claim_idempotency_key`."""
 
@@ -169,6 +191,50 @@ class Store(ABC):
     def open_intents(self, *, older_than: float) -> int:
         """How many intents older than ``older_than`` seconds were never ended: requests that
         may have been paid for without a record (a worker died mid-request)."""
+
+    # -- background work: leased tasks (the tracker, archive copies, webhook deliveries) --------
+
+    @abstractmethod
+    def schedule(
+        self, key: str, kind: str, payload: dict[str, Any], *, due_at: float, keep_done: float
+    ) -> bool:
+        """Add a pending task, due at ``due_at``, unless a task with ``key`` exists (pending,
+        leased, or finished less than ``keep_done`` seconds ago). True when it was added."""
+
+    @abstractmethod
+    def claim_tasks(
+        self, *, now: float, lease: float, limit: int, kinds: tuple[str, ...] | None = None
+    ) -> list[Task]:
+        """Atomically lease up to ``limit`` pending tasks due at or before ``now`` (earliest
+        first; of ``kinds`` when given): each gets a fresh token, one more attempt, and is held
+        until ``now + lease``, so across workers and hosts one claimer holds a task at a time.
+        A lease that runs out (its holder died) makes the task due again."""
+
+    @abstractmethod
+    def claim_task(self, key: str, *, now: float, lease: float) -> Task | None:
+        """Lease the one task ``key`` if it is pending and due at or before ``now`` (as
+        :meth:`claim_tasks`); ``None`` when it is not (held by another, not due, finished, or
+        unknown)."""
+
+    @abstractmethod
+    def extend_lease(self, key: str, token: str, *, until: float) -> bool:
+        """Keep holding a task (a long copy): False when ``token`` no longer holds it."""
+
+    @abstractmethod
+    def reschedule(
+        self, key: str, token: str, *, due_at: float, payload: dict[str, Any] | None = None
+    ) -> bool:
+        """Give a held task back, due again at ``due_at`` (its payload replaced when given):
+        False when ``token`` no longer holds it (nothing changed)."""
+
+    @abstractmethod
+    def finish_task(self, key: str, token: str, *, keep_done: float) -> bool:
+        """Mark a held task done (kept ``keep_done`` seconds so it is not scheduled again):
+        False when ``token`` no longer holds it (nothing changed)."""
+
+    @abstractmethod
+    def pending_tasks(self) -> dict[str, int]:
+        """How many tasks are pending (leased or not), per kind."""
 
     def warnings(self) -> list[str]:
         """Problems that do not stop the store from working but lose data on a restart."""

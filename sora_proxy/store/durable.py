@@ -75,6 +75,23 @@ class DurableWrites:
         entry = {"op": "end_intent", "intent_id": intent_id}
         self._write(entry, lambda: self.store.end_intent(intent_id))
 
+    def schedule(
+        self, key: str, kind: str, payload: dict[str, Any], *, due_at: float, keep_done: float
+    ) -> None:
+        """Schedule background work (see :meth:`Store.schedule`); never raises."""
+        entry = {
+            "op": "schedule",
+            "key": key,
+            "kind": kind,
+            "payload": payload,
+            "due_at": due_at,
+            "keep_done": keep_done,
+        }
+        self._write(
+            entry,
+            lambda: self.store.schedule(key, kind, payload, due_at=due_at, keep_done=keep_done),
+        )
+
     def replay(self) -> int:
         """Replay pending writes now (one thread per process at a time); how many landed."""
         if not self._replay_lock.acquire(blocking=False):
@@ -144,6 +161,14 @@ class DurableWrites:
             self.store.release_idempotency_key(entry["scope"], entry["token"])
         elif operation == "end_intent":
             self.store.end_intent(entry["intent_id"])
+        elif operation == "schedule":
+            self.store.schedule(
+                entry["key"],
+                entry["kind"],
+                entry["payload"],
+                due_at=float(entry["due_at"]),
+                keep_done=float(entry["keep_done"]),
+            )
         else:
             log.error("spool entry with unknown op %r skipped", operation)
 
@@ -160,6 +185,8 @@ def _describe(entry: dict[str, Any]) -> str:
         return json.dumps(
             {"op": "finish", "scope": entry["scope"], "status": entry["response"]["status"]}
         )
+    if entry["op"] == "schedule":
+        return json.dumps({"op": "schedule", "key": entry["key"]})
     return json.dumps(
         {"op": entry["op"], "scope": entry.get("scope"), "intent_id": entry.get("intent_id")}
     )
