@@ -37,6 +37,7 @@ VARIANTS = ("video", "thumbnail", "spritesheet")
 #: in all (as long as the shortest-lived upstream copies, xAI's and resellers' 24 h links).
 MAX_ATTEMPTS = 30
 _MAKERS = {"thumbnail": make_thumbnail, "spritesheet": make_spritesheet}
+_EXTENSIONS = {"video/mp4": "mp4", "image/webp": "webp", "image/jpeg": "jpg", "video/webm": "webm"}
 
 
 def archive_key(video_id: str, variant: str) -> str:
@@ -80,6 +81,8 @@ def archive_video(state: ProxyState, task: Task) -> float | None:
         return None
     _keep_expiry(state, video_id)
     log.info("video %s archived", video_id)
+    if state.settings.archive_max_bytes is not None:
+        sweep(state)  # the cap holds after each copy, not only at the periodic sweep
     return None
 
 
@@ -153,7 +156,11 @@ def archived_variant(state: ProxyState, video_id: str, variant: str) -> Response
         return None
     if stored is None or time.time() > stored.stored_at + state.settings.archive_days * 86400:
         return None
-    return archived_response(state.archive, stored, request.headers, method=request.method)
+    response = archived_response(state.archive, stored, request.headers, method=request.method)
+    # As OpenAI names its downloads (and the upstream's own answer said).
+    extension = _EXTENSIONS.get(stored.content_type, "bin")
+    response.headers["Content-Disposition"] = f'attachment; filename="{video_id}.{extension}"'
+    return response
 
 
 def forget_archived(state: ProxyState, video_id: str) -> None:

@@ -189,13 +189,18 @@ def _named_key(entry: str, key_name: str) -> tuple[str, str]:
 
 def _key_file_line(line: str, number: int) -> tuple[tuple[str, str], dict[str, str]]:
     """``name:key [webhook_url=URL webhook_secret=whsec_…]`` -> the pair and its options."""
-    entry, *options = line.split()
+    words = line.split()
+    first_option = next(
+        (i for i, word in enumerate(words) if word.partition("=")[0] in _KEY_FILE_OPTIONS),
+        len(words),
+    )
+    entry = " ".join(words[:first_option])
     if ":" not in entry:
         raise ConfigError(PREFIX + "API_KEYS_FILE", f"line {number} is not 'name:key'")
     found: dict[str, str] = {}
-    for option in options:
-        name, sep, value = option.partition("=")
-        if not sep or name not in _KEY_FILE_OPTIONS or not value:
+    for option in words[first_option:]:
+        name, _, value = option.partition("=")
+        if name not in _KEY_FILE_OPTIONS or not value:
             allowed = ", ".join(_KEY_FILE_OPTIONS)
             raise ConfigError(
                 PREFIX + "API_KEYS_FILE", f"line {number}: options are {allowed} (name=value)"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from flask import Flask, abort, request
+from flask import Flask, abort, jsonify, request
 from s3_server import ACCESS_KEY, SECRET_KEY, S3Server
 from servers import served
 
@@ -30,6 +30,7 @@ from sora_proxy.archive import (
     open_archive,
 )
 from sora_proxy.archive.base import CHUNK_SIZE
+from sora_proxy.errors import ProxyError
 
 MiB = 1024 * 1024
 
@@ -442,6 +443,10 @@ def serving(backend: Backend):
     backend.archive.put("empty", [], content_type="image/webp")
     spy = Spy(backend.archive)
     app = Flask(__name__)
+    # As the proxy's blueprint renders them: the envelope, with the error's headers.
+    app.register_error_handler(
+        ProxyError, lambda error: (jsonify(error.envelope()), error.status, error.headers)
+    )
 
     @app.route("/content/<path:key>", methods=["GET", "HEAD"])
     def content(key: str):
@@ -513,7 +518,8 @@ def test_serving_unsatisfiable_range(serving):
     answer = requests.get(url, headers={"Range": f"bytes={len(data)}-"}, timeout=30)
     assert answer.status_code == 416
     assert answer.headers["Content-Range"] == f"bytes */{len(data)}"
-    assert answer.content == b""
+    assert answer.json()["error"]["code"] == "range_not_satisfiable"
+    assert answer.json()["error"]["param"] == "Range"
     empty = requests.get(
         url.replace("videos/v/video", "empty"), headers={"Range": "bytes=-5"}, timeout=30
     )

@@ -71,7 +71,8 @@ class Stack:
 
 
 @pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
+def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
+    settings = getattr(request, "param", {})  # extra settings, by indirect parametrization
     with SimulatorServer(app=create_result_host_app()) as storage:
         app = create_openrouter_app(
             api_key=UPSTREAM_KEY,
@@ -97,6 +98,7 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
                     "SORA_PROXY_SPOOL_DIR": str(tmp_path / "spool"),
                     "SORA_PROXY_FETCH_ALLOW_PRIVATE": "true",
                     "SORA_PROXY_POLL_INTERVAL": "0.2",
+                    **settings,
                 }
             )
             with served(proxy) as url:
@@ -251,6 +253,8 @@ def test_expired_after_completed_makes_the_download_a_410(stack: Stack) -> None:
     assert gone.value.status_code == 410
 
 
+# Without the tracker, the caller's retrieve is what polls (with the tracker, see test_tracker).
+@pytest.mark.parametrize("stack", [{"SORA_PROXY_TRACKER": "off"}], indirect=True)
 def test_a_rate_limited_poll_answers_from_the_store_with_its_retry_after(stack: Stack) -> None:
     video = stack.sdk().videos.create(prompt=f"busy {RATE_LIMIT_MARKER}", model=MODEL, seconds="4")
     answer = requests.get(

@@ -62,7 +62,9 @@ class Stack:
 
 
 @contextmanager
-def _stack(tmp_path: Path, *, configured_key: str = UPSTREAM_KEY) -> Iterator[Stack]:
+def _stack(
+    tmp_path: Path, *, configured_key: str = UPSTREAM_KEY, **settings: str
+) -> Iterator[Stack]:
     with SimulatorServer(app=create_result_host_app()) as results:
         app = create_xai_app(
             api_key=UPSTREAM_KEY,
@@ -85,6 +87,7 @@ def _stack(tmp_path: Path, *, configured_key: str = UPSTREAM_KEY) -> Iterator[St
                     "SORA_PROXY_SPOOL_DIR": str(tmp_path / "spool"),
                     "SORA_PROXY_FETCH_ALLOW_PRIVATE": "true",
                     "SORA_PROXY_POLL_INTERVAL": "0.2",
+                    **settings,
                 }
             )
             with served(proxy) as url:
@@ -92,8 +95,8 @@ def _stack(tmp_path: Path, *, configured_key: str = UPSTREAM_KEY) -> Iterator[St
 
 
 @pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
-    with _stack(tmp_path) as built:
+def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
+    with _stack(tmp_path, **getattr(request, "param", {})) as built:
         yield built
 
 
@@ -225,6 +228,8 @@ def test_out_of_credits_is_a_429_for_the_caller(stack: Stack) -> None:
     assert stack.sdk().videos.list().data == []
 
 
+# Without the tracker, the caller's retrieve is what polls (with the tracker, see test_tracker).
+@pytest.mark.parametrize("stack", [{"SORA_PROXY_TRACKER": "off"}], indirect=True)
 def test_a_rate_limited_poll_answers_from_the_store_with_its_retry_after(stack: Stack) -> None:
     video = stack.sdk().videos.create(prompt="busy", model=MODEL, seconds="4")
     stack.sim.state.fail_next.append(

@@ -115,7 +115,8 @@ def test_check_accepts_versioned_upstream_urls(url):
 
 def test_every_settings_field_is_a_known_name():
     names = {f"SORA_PROXY_{field.name.upper()}" for field in dataclasses.fields(Settings)}
-    assert names | {"SORA_PROXY_API_KEYS_FILE"} == known_setting_names()
+    fed = {"SORA_PROXY_API_KEYS_FILE", "SORA_PROXY_WEBHOOK_URL", "SORA_PROXY_WEBHOOK_SECRET"}
+    assert names | fed == known_setting_names()
 
 
 @pytest.mark.parametrize(

@@ -49,13 +49,16 @@ def _wait_for(check: Callable[[], bool], timeout: float = 15.0) -> None:
 
 
 @contextlib.contextmanager
-def _proxy(tmp_path: Path, sim: SimulatorServer, store_url: str) -> Iterator[Gunicorn]:
+def _proxy(
+    tmp_path: Path, sim: SimulatorServer, store_url: str, **extra: str
+) -> Iterator[Gunicorn]:
     settings = {
         "SORA_PROXY_UPSTREAM_URL": sim.base_url,
         "SORA_PROXY_UPSTREAM_API_KEY": UPSTREAM_KEY,
         "SORA_PROXY_API_KEYS": f"alice:{KEY}",
         "SORA_PROXY_STORE_URL": store_url,
         "SORA_PROXY_SPOOL_DIR": str(tmp_path / "spool"),
+        **extra,
     }
     proxy = Gunicorn(settings, tmp_path / "gunicorn.log", workers=2)
     try:
@@ -155,7 +158,7 @@ def test_idempotent_create_with_redis_stopped_is_answered_once_and_replayed(tmp_
             assert _posts(sim, "/v1/videos") == 1
 
 
-def _keyed_app(upstream: SimulatorServer, redis: RedisServer, tmp_path: Path):
+def _keyed_app(upstream: SimulatorServer, redis: RedisServer, tmp_path: Path, **settings: str):
     from sora_proxy import create_app
 
     return create_app(
@@ -165,6 +168,7 @@ def _keyed_app(upstream: SimulatorServer, redis: RedisServer, tmp_path: Path):
             "SORA_PROXY_API_KEYS": f"alice:{KEY}",
             "SORA_PROXY_STORE_URL": redis.url,
             "SORA_PROXY_SPOOL_DIR": str(tmp_path / "spool"),
+            **settings,
         }
     )
 
@@ -196,7 +200,8 @@ def test_idempotency_claim_is_released_when_the_intent_cannot_be_written(tmp_pat
 
 def test_retrieve_answers_when_the_store_cannot_write_its_refresh(upstream, tmp_path):
     with RedisServer() as redis:
-        app = _keyed_app(upstream, redis, tmp_path)
+        # Without the tracker a retrieve asks the upstream and refreshes the record itself.
+        app = _keyed_app(upstream, redis, tmp_path, SORA_PROXY_TRACKER="off")
         client = app.test_client()
         video_id = client.post("/v1/videos", json={"prompt": "p"}, headers=AUTH).get_json()["id"]
         upstream.state.complete(video_id)
@@ -265,9 +270,11 @@ def test_sqlite_disk_full_during_a_create_loses_nothing(tmp_path):
 def test_sqlite_read_only_sends_nothing_then_recovers(tmp_path):
     """Linux refuses to remount a file system read-only while a file on it is open for
     writing, so the disk turns read-only before the workers opened the store (the master
-    created it and closed it before forking)."""
+    created it and closed it before forking). A worker's tracker opens the store as soon as
+    the worker starts, so here the tracker is off."""
     with _tmpfs(tmp_path / "disk", "4m") as disk, SimulatorServer(seconds_per_step=0.05) as sim:
-        with _proxy(tmp_path, sim, f"sqlite:///{disk}/store.sqlite3") as proxy:
+        store = f"sqlite:///{disk}/store.sqlite3"
+        with _proxy(tmp_path, sim, store, SORA_PROXY_TRACKER="off") as proxy:
             _remount(disk, "ro")
             with pytest.raises(openai.InternalServerError) as raised:
                 _sdk(proxy).videos.create(prompt="A paper boat")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import requests
@@ -34,7 +35,15 @@ def test_two_gunicorns_sharing_redis_serve_one_callers_videos(tmp_path, redis_se
             )
             video_id = created.json()["id"]
             sim.state.complete(video_id)
-            retrieved = requests.get(f"{two.url}/v1/videos/{video_id}", headers=AUTH, timeout=10)
+            # Instance one's tracker sees it end; instance two answers from the shared store.
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                retrieved = requests.get(
+                    f"{two.url}/v1/videos/{video_id}", headers=AUTH, timeout=10
+                )
+                if retrieved.json().get("status") == "completed":
+                    break
+                time.sleep(0.2)
             assert retrieved.status_code == 200 and retrieved.json()["status"] == "completed"
             listed = requests.get(f"{two.url}/v1/videos", headers=AUTH, timeout=10).json()
             assert [video["id"] for video in listed["data"]] == [video_id]

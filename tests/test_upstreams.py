@@ -52,6 +52,9 @@ def proxy(tmp_path, upstreams_toml, monkeypatch=None, **extra):
         "SORA_PROXY_UPSTREAMS_FILE": write_config(tmp_path, upstreams_toml),
         "SORA_PROXY_API_KEYS": "multi:sk-caller-multi",
         "SORA_PROXY_STORE_URL": f"sqlite:///{tmp_path}/store.db",
+        # Every by-id call goes to the upstream here (with the tracker, retrieves and
+        # archived content are answered by the proxy: see test_tracker).
+        "SORA_PROXY_TRACKER": "off",
         **extra,
     }
     return create_app(config).test_client()

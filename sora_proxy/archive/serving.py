@@ -18,6 +18,7 @@ from werkzeug.datastructures import Headers
 from werkzeug.http import http_date, parse_range_header
 from werkzeug.sansio.http import is_resource_modified
 
+from ..errors import InvalidRequest
 from .base import DEFAULT_CONTENT_TYPE, Archive, ArchivedObject
 
 log = logging.getLogger("sora_proxy.archive")
@@ -72,9 +73,13 @@ def archived_response(
         return ArchivedResponse(status=304, headers=headers)
     span = _span(obj, incoming, last_modified)
     if span == "unsatisfiable":
-        headers["Content-Range"] = f"bytes */{obj.size}"
-        headers["Content-Length"] = "0"
-        return ArchivedResponse(status=416, headers=headers)
+        raise InvalidRequest(
+            f"Requested range not satisfiable: '{incoming.get('Range')}' of {obj.size} bytes.",
+            param="Range",
+            code="range_not_satisfiable",
+            status=416,
+            headers={"Content-Range": f"bytes */{obj.size}", **headers},
+        )
     headers["Content-Type"] = obj.content_type or DEFAULT_CONTENT_TYPE
     if span == "whole":
         start, stop, status = 0, obj.size, 200
