@@ -6,8 +6,9 @@ from typing import Any
 
 from flask import Response, json
 
-from .errors import NotFound
-from .extension import proxy_state
+from .archive import ArchiveError
+from .errors import NotFound, ProxyError
+from .extension import ProxyState, proxy_state
 
 
 def _json(data: dict[str, Any], status: int = 200) -> Response:
@@ -27,9 +28,31 @@ def readyz() -> Response:
     checks, warnings = state.readiness.checks(state.records, state.catalog, state.client)
     ready = all(value == "ok" for value in checks.values())
     body: dict[str, Any] = {"status": "ok" if ready else "unavailable", "checks": checks}
+    if state.records is not None and state.settings.tracker != "off":
+        body["tracker"], archive_problem = _tracker_view(state)
+        if archive_problem:
+            warnings = [*warnings, archive_problem]
     if warnings:
         body["warnings"] = warnings
     return _json(body, 200 if ready else 503)
+
+
+def _tracker_view(state: ProxyState) -> tuple[dict[str, Any], str | None]:
+    """The tracker's mode and backlog (tasks pending per kind), and an archive that cannot
+    be used (a warning: content still comes from the upstreams meanwhile)."""
+    assert state.records is not None
+    view: dict[str, Any] = {"mode": state.settings.tracker}
+    try:
+        view["pending"] = state.records.store.pending_tasks()
+    except ProxyError:
+        view["pending"] = None
+    if state.archive is None:
+        return view, None
+    try:
+        state.archive.ping()
+    except ArchiveError as error:
+        return view, f"archive unavailable ({error}): finished videos are not being kept"
+    return view, None
 
 
 def metrics() -> Response:

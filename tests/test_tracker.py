@@ -337,3 +337,14 @@ def test_the_store_and_logs_never_hold_the_webhook_secret(
             dump = "\n".join(db.iterdump())
         assert secret not in dump and secret.removeprefix("whsec_") not in dump
         assert secret.removeprefix("whsec_") not in caplog.text
+
+
+def test_readyz_shows_the_trackers_backlog_and_an_unusable_archive(tmp_path: Path) -> None:
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the archive folder should be")
+    with _stack(tmp_path, archive_url=f"file://{blocked}") as stack:
+        _create(stack, "sora-2", "a backlog")
+        ready = requests.get(f"{stack.url}/readyz", timeout=10).json()
+        assert ready["tracker"]["mode"] == "workers"
+        assert set(ready["tracker"]["pending"]) <= {"poll", "archive", "webhook"}
+        assert any(warning.startswith("archive unavailable") for warning in ready["warnings"])
