@@ -135,8 +135,10 @@ def main() -> None:
     polls = [r for sim in (openai_sim, xai_sim) for r in sim.state.requests if r.method == "GET"]
     poll_count = sum(1 for r in polls if "/content" not in r.path)
     copies = Counter(
-        r.path for r in openai_sim.state.requests if r.method == "GET" and "/content" in r.path
-    ) + Counter(r.path for r in results.state.requests if r.method == "GET")
+        (r.path, r.query.get("variant", ["video"])[0])
+        for r in openai_sim.state.requests
+        if r.method == "GET" and "/content" in r.path
+    ) + Counter((r.path, "video") for r in results.state.requests if r.method == "GET")
     print(
         f"| videos | poll interval s | all events after s | event lag p50 s | event lag p99 s "
         f"| polls per video | overlapping polls | deliveries per event | copies per file |\n"

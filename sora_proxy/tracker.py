@@ -113,7 +113,7 @@ class Tracker:
     for, which is handed to :meth:`ensure_running`."""
 
     def __init__(self) -> None:
-        self._running: dict[str, str] = {}  # task key -> lease token
+        self._running: dict[str, tuple[str, str]] = {}  # task key -> (lease token, kind)
         self._lock = threading.Lock()
         self._pid = -1
         self._stop = threading.Event()
@@ -163,26 +163,39 @@ class Tracker:
                     self._stop.wait(IDLE_PAUSE)
 
     def _claim(self, pool: ThreadPoolExecutor) -> int:
-        """Lease as many due tasks as there are free threads; start them. How many."""
+        """Lease as many due tasks as there are free threads; start them. How many.
+
+        Copies into the archive are slow (whole videos, thumbnails made), so they may take at
+        most half the threads: polls and deliveries, which are quick and which callers
+        wait for, always find one free.
+        """
         assert self.state.records is not None
         settings = self.state.settings
         with self._lock:
             free = settings.tracker_concurrency - len(self._running)
+            copying = sum(1 for _, kind in self._running.values() if kind == "archive")
         if free <= 0:
             return 0
+        copy_slots = max(1, settings.tracker_concurrency // 2) - copying
         try:
-            tasks = self.state.records.store.claim_tasks(
-                now=time.time(), lease=settings.tracker_lease, limit=free
-            )
+            tasks = self._lease(("poll", "webhook"), free)
+            if copy_slots > 0 and len(tasks) < free:
+                tasks += self._lease(("archive",), min(copy_slots, free - len(tasks)))
         except ProxyError:
             log.warning("tracker: the store is unavailable; trying again shortly")
             self._stop.wait(STORE_DOWN_PAUSE)
             return 0
         for task in tasks:
             with self._lock:
-                self._running[task.key] = task.token
+                self._running[task.key] = (task.token, task.kind)
             pool.submit(self._run, task)
         return len(tasks)
+
+    def _lease(self, kinds: tuple[str, ...], limit: int) -> list[Task]:
+        assert self.state.records is not None
+        return self.state.records.store.claim_tasks(
+            now=time.time(), lease=self.state.settings.tracker_lease, limit=limit, kinds=kinds
+        )
 
     def _run(self, task: Task) -> None:
         try:
@@ -196,7 +209,7 @@ class Tracker:
         with self._lock:
             running = list(self._running.items())
         until = time.time() + self.state.settings.tracker_lease
-        for key, token in running:
+        for key, (token, _) in running:
             try:
                 if not self.state.records.store.extend_lease(key, token, until=until):
                     log.warning("tracker task %s lost its lease while running", key)
