@@ -8,24 +8,20 @@ whose message is one line naming the key.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from .caller_settings import PREFIX as PREFIX
+from .caller_settings import read_api_keys, read_webhooks
 from .errors import ConfigError
 from .webhooks import BACKOFF
 
-PREFIX = "SORA_PROXY_"
 MIB = 1024 * 1024
 REFERENCE_FITS = ("cover", "contain", "reject", "pass")
 _TRUE = {"1", "true", "yes", "on"}
-#: What a keys-file line may add after ``name:key``.
-_KEY_FILE_OPTIONS = ("webhook_url", "webhook_secret")
 _FALSE = {"0", "false", "no", "off", ""}
 
 
@@ -176,104 +172,6 @@ def _count(config: Mapping[str, Any], name: str) -> int:
     return number
 
 
-def _named_key(entry: str, key_name: str) -> tuple[str, str]:
-    """``name:key`` -> (name, key); a bare key gets a name derived from its digest."""
-    name, sep, key = entry.partition(":")
-    if not sep:
-        name, key = "key-" + hashlib.sha256(entry.encode()).hexdigest()[:12], entry
-    name, key = name.strip(), key.strip()
-    if not name or not key or any(ch.isspace() for ch in key):
-        raise ConfigError(PREFIX + key_name, "entries must be 'name:key' or 'key', without spaces")
-    return name, key
-
-
-def _key_file_line(line: str, number: int) -> tuple[tuple[str, str], dict[str, str]]:
-    """``name:key [webhook_url=URL webhook_secret=whsec_…]`` -> the pair and its options."""
-    words = line.split()
-    first_option = next(
-        (i for i, word in enumerate(words) if word.partition("=")[0] in _KEY_FILE_OPTIONS),
-        len(words),
-    )
-    entry = " ".join(words[:first_option])
-    if ":" not in entry:
-        raise ConfigError(PREFIX + "API_KEYS_FILE", f"line {number} is not 'name:key'")
-    found: dict[str, str] = {}
-    for option in words[first_option:]:
-        name, _, value = option.partition("=")
-        if name not in _KEY_FILE_OPTIONS or not value:
-            allowed = ", ".join(_KEY_FILE_OPTIONS)
-            raise ConfigError(
-                PREFIX + "API_KEYS_FILE", f"line {number}: options are {allowed} (name=value)"
-            )
-        found[name] = value
-    return _named_key(entry, "API_KEYS_FILE"), found
-
-
-def _api_keys(
-    config: Mapping[str, Any],
-) -> tuple[tuple[tuple[str, str], ...], list[tuple[str, str, str]]]:
-    """The caller keys, and the webhooks the keys file names beside them."""
-    value = _raw(config, "API_KEYS")
-    items = value.split(",") if isinstance(value, str) else list(value or ())
-    pairs = [_named_key(str(item).strip(), "API_KEYS") for item in items if str(item).strip()]
-    webhooks: list[tuple[str, str, str]] = []
-    path = _string(config, "API_KEYS_FILE")
-    if path:
-        try:
-            lines = Path(path).read_text(encoding="utf-8").splitlines()
-        except OSError as error:
-            raise ConfigError(
-                PREFIX + "API_KEYS_FILE", f"cannot be read ({error.strerror or 'error'})"
-            ) from None
-        for number, line in enumerate(lines, start=1):
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            pair, options = _key_file_line(line, number)
-            pairs.append(pair)
-            if options:
-                if set(options) != set(_KEY_FILE_OPTIONS):
-                    raise ConfigError(
-                        PREFIX + "API_KEYS_FILE",
-                        f"line {number}: webhook_url and webhook_secret go together",
-                    )
-                webhooks.append((pair[0], options["webhook_url"], options["webhook_secret"]))
-    keys = [key for _, key in pairs]
-    if len(set(keys)) != len(keys):
-        raise ConfigError(PREFIX + "API_KEYS", "the same key is given twice")
-    return tuple(pairs), webhooks
-
-
-def _webhooks(
-    config: Mapping[str, Any], from_keys: list[tuple[str, str, str]]
-) -> tuple[tuple[str, str, str], ...]:
-    """Webhook endpoints: ``SORA_PROXY_WEBHOOKS`` (``{caller: {url, secret}}``, or that as
-    JSON), ``SORA_PROXY_WEBHOOK_URL`` + ``_SECRET`` for every caller, and the keys file's."""
-    value = _raw(config, "WEBHOOKS")
-    if isinstance(value, str):
-        try:
-            value = json.loads(value) if value.strip() else None
-        except ValueError:
-            raise ConfigError(PREFIX + "WEBHOOKS", "is not valid JSON") from None
-    entries = list(from_keys)
-    if value is not None:
-        if not isinstance(value, Mapping):
-            raise ConfigError(PREFIX + "WEBHOOKS", 'must map caller names to {"url", "secret"}')
-        for caller, target in value.items():
-            if not isinstance(target, Mapping) or not {"url", "secret"} <= set(target):
-                raise ConfigError(PREFIX + "WEBHOOKS", f'[{caller}] must be {{"url", "secret"}}')
-            entries.append((str(caller), str(target["url"]), str(target["secret"])))
-    url, secret = _string(config, "WEBHOOK_URL"), _string(config, "WEBHOOK_SECRET")
-    if bool(url) != bool(secret):
-        raise ConfigError(PREFIX + "WEBHOOK_URL", "and SORA_PROXY_WEBHOOK_SECRET go together")
-    if url and secret:
-        entries.append(("*", url, secret))
-    names = [name for name, _, _ in entries]
-    if len(set(names)) != len(names):
-        raise ConfigError(PREFIX + "WEBHOOKS", "a caller has two webhook endpoints")
-    return tuple(entries)
-
-
 def _tracker_mode(config: Mapping[str, Any]) -> str:
     """``workers`` (also true/on), ``external``, or ``off`` (also false)."""
     value = _raw(config, "TRACKER")
@@ -347,7 +245,7 @@ def load_settings(config: Mapping[str, Any], *, has_authenticate: bool = False) 
     :raises ConfigError: on the first bad value, naming its key.
     """
     upstream_api_key = _string(config, "UPSTREAM_API_KEY")
-    api_keys, key_file_webhooks = _api_keys(config)
+    api_keys, key_file_webhooks = read_api_keys(config)
     allow_anonymous = _boolean(config, "ALLOW_ANONYMOUS")
     if upstream_api_key and not api_keys and not has_authenticate and not allow_anonymous:
         raise ConfigError(
@@ -397,7 +295,7 @@ def load_settings(config: Mapping[str, Any], *, has_authenticate: bool = False) 
         archive_url=_string(config, "ARCHIVE_URL"),
         archive_days=_number(config, "ARCHIVE_DAYS"),
         archive_max_bytes=_optional_size(config, "ARCHIVE_MAX_BYTES"),
-        webhooks=_webhooks(config, key_file_webhooks),
+        webhooks=read_webhooks(config, key_file_webhooks),
         webhook_timeout=_number(config, "WEBHOOK_TIMEOUT"),
         webhook_retry_schedule=_pauses(config, "WEBHOOK_RETRY_SCHEDULE"),
         webhook_allow_private=_boolean(config, "WEBHOOK_ALLOW_PRIVATE"),

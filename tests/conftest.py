@@ -98,6 +98,22 @@ def file_server() -> Iterator[FileServer]:
     files.server.server_close()
 
 
+@pytest.fixture(params=["sqlite", "redis"])
+def store(request, tmp_path):
+    """Each store, for the tests of the store's contract: SQLite, and a real redis-server."""
+    import uuid
+
+    from sora_proxy.store import open_store
+
+    if request.param == "sqlite":
+        opened = open_store(f"sqlite:///{tmp_path}/store.sqlite3")
+    else:
+        server = request.getfixturevalue("redis_server")
+        opened = open_store(server.url, prefix=f"t{uuid.uuid4().hex}:")
+    yield opened
+    opened.close()
+
+
 @pytest.fixture(scope="session")
 def s3_server():
     """moto's S3 server on 127.0.0.1 for the whole session."""

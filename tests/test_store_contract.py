@@ -9,8 +9,6 @@ import os
 import sqlite3
 import threading
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,17 +25,6 @@ from sora_proxy.store import (
     StoredResponse,
     open_store,
 )
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-def store(request, tmp_path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        opened = open_store(f"sqlite:///{tmp_path}/store.sqlite3")
-    else:
-        server = request.getfixturevalue("redis_server")  # session-wide, from conftest.py
-        opened = open_store(server.url, prefix=f"t{uuid.uuid4().hex}:")
-    yield opened
-    opened.close()
 
 
 def video(

@@ -6,8 +6,6 @@ import json
 import multiprocessing
 import sqlite3
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,17 +15,6 @@ from sora_proxy.errors import ServiceUnavailable
 from sora_proxy.store import SQLiteStore, Store, Task, open_store
 
 KEEP = 3600.0  # keep_done for tests that do not wait for a finished task to be forgotten
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-def store(request, tmp_path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        opened = open_store(f"sqlite:///{tmp_path}/store.sqlite3")
-    else:
-        server = request.getfixturevalue("redis_server")  # session-wide, from conftest.py
-        opened = open_store(server.url, prefix=f"t{uuid.uuid4().hex}:")
-    yield opened
-    opened.close()
 
 
 def add(store: Store, key: str, due_at: float, kind: str = "poll", **payload) -> bool:
