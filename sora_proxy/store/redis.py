@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import secrets
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -26,9 +25,10 @@ from sora_proxy.store.base import (
     OwnedResource,
     Store,
     StoredResponse,
-    Task,
 )
 from sora_proxy.store.codec import UNAVAILABLE, decide, encode_response
+from sora_proxy.store.redis_tasks import RedisTaskQueue
+from sora_proxy.store.redis_values import ms, text
 
 log = logging.getLogger("sora_proxy.store")
 
@@ -67,109 +67,6 @@ if ARGV[4] == 'asc' then return redis.call('ZRANGE', KEYS[1], start, stop) end
 return redis.call('ZREVRANGE', KEYS[1], start, stop)
 """
 
-# Leased tasks. A task is a hash (its payload stays JSON text that Lua never re-encodes: cjson
-# would round floats to 14 digits and turn [] into {}); a pending one is also a member of its
-# kind's due set, scored by when it is due or, leased, by its lease's end. Every value that
-# becomes a score or a time is passed as Python's repr of a float and stored as given.
-
-# Add the task unless one is pending, or finished less than keep_done ago (a finished one
-# expires by itself once finish_task's keep_done passed).
-_SCHEDULE = """
-local state = redis.call('HGET', KEYS[1], 'state')
-if state == 'pending' then return 0 end
-if state == 'done' then
-  local finished = tonumber(redis.call('HGET', KEYS[1], 'finished_at'))
-  if finished + tonumber(ARGV[5]) > tonumber(ARGV[6]) then return 0 end
-  redis.call('DEL', KEYS[1])
-end
-redis.call('HSET', KEYS[1], 'kind', ARGV[2], 'payload', ARGV[3], 'created_at', ARGV[6],
-  'attempts', 0, 'token', '', 'state', 'pending')
-redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
-redis.call('SADD', KEYS[3], ARGV[2])
-return 1
-"""
-
-# Shared by both claims: lease one pending task (ARGV[1] is the prefix).
-_LEASE = """
-local function lease(key, kind, lease_end, token)
-  local task = ARGV[1] .. 'task:' .. key
-  local attempts = redis.call('HINCRBY', task, 'attempts', 1)
-  redis.call('HSET', task, 'token', token)
-  redis.call('ZADD', ARGV[1] .. 'tasks:due:' .. kind, lease_end, key)
-  local fields = redis.call('HMGET', task, 'payload', 'created_at')
-  return {key, kind, fields[1], fields[2], attempts, token}
-end
-"""
-
-# The earliest due of each wanted kind (every kind in KEYS[1] when ARGV[4] is empty), merged:
-# the overall first `limit` are among each kind's first `limit`, so no set is scanned further.
-# ARGV: prefix, now, lease end, JSON list of kinds or '', then one fresh token per task wanted.
-_CLAIM_TASKS = (
-    _LEASE
-    + """
-local limit = #ARGV - 4
-local kinds
-if ARGV[4] == '' then kinds = redis.call('SMEMBERS', KEYS[1]) else kinds = cjson.decode(ARGV[4]) end
-local due = {}
-for _, kind in ipairs(kinds) do
-  local found = redis.call('ZRANGEBYSCORE', ARGV[1] .. 'tasks:due:' .. kind, '-inf', ARGV[2],
-    'WITHSCORES', 'LIMIT', 0, limit)
-  for i = 1, #found, 2 do due[#due + 1] = {found[i], tonumber(found[i + 1]), kind} end
-end
-table.sort(due, function(a, b)
-  if a[2] ~= b[2] then return a[2] < b[2] end
-  return a[1] < b[1]
-end)
-local claimed = {}
-for i = 1, math.min(limit, #due) do
-  claimed[i] = lease(due[i][1], due[i][3], ARGV[3], ARGV[4 + i])
-end
-return claimed
-"""
-)
-
-# ARGV: prefix, key, now, lease end, token.
-_CLAIM_TASK = (
-    _LEASE
-    + """
-local fields = redis.call('HMGET', KEYS[1], 'state', 'kind')
-if fields[1] ~= 'pending' then return false end
-local due = redis.call('ZSCORE', ARGV[1] .. 'tasks:due:' .. fields[2], ARGV[2])
-if not due or tonumber(due) > tonumber(ARGV[3]) then return false end
-return lease(ARGV[2], fields[2], ARGV[4], ARGV[5])
-"""
-)
-
-# Change a task only if ARGV[3] (never empty) is its token. ARGV: prefix, key, token, then
-# 'extend', until | 'reschedule', due_at, payload or '' | 'finish', finished_at, keep_done ms.
-_HELD = """
-local fields = redis.call('HMGET', KEYS[1], 'state', 'token', 'kind')
-if fields[1] ~= 'pending' or fields[2] ~= ARGV[3] then return 0 end
-local due = ARGV[1] .. 'tasks:due:' .. fields[3]
-if ARGV[4] == 'extend' then
-  redis.call('ZADD', due, ARGV[5], ARGV[2])
-elseif ARGV[4] == 'reschedule' then
-  redis.call('ZADD', due, ARGV[5], ARGV[2])
-  redis.call('HSET', KEYS[1], 'token', '')
-  if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'payload', ARGV[6]) end
-else
-  redis.call('ZREM', due, ARGV[2])
-  redis.call('HSET', KEYS[1], 'state', 'done', 'token', '', 'finished_at', ARGV[5])
-  redis.call('PEXPIRE', KEYS[1], ARGV[6])
-end
-return 1
-"""
-
-# Pending tasks per kind, as a flat [kind, count, ...] list.
-_PENDING = """
-local counts = {}
-for _, kind in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local n = redis.call('ZCARD', ARGV[1] .. 'tasks:due:' .. kind)
-  if n > 0 then counts[#counts + 1] = kind; counts[#counts + 1] = n end
-end
-return counts
-"""
-
 _WATCH_ATTEMPTS = 16
 
 
@@ -189,7 +86,7 @@ def client_from_url(url: str) -> redis.Redis:
     )
 
 
-class RedisStore(Store):
+class RedisStore(RedisTaskQueue, Store):
     """:class:`~sora_proxy.store.base.Store` in Redis.
 
     Keys, all under ``prefix``: ``res:{id}`` holds a record as JSON; ``own:{sha256(owner)}:{kind}``
@@ -197,11 +94,8 @@ class RedisStore(Store):
     SQLite's ``(created_at, resource_id)`` does); ``idem:{scope}`` holds an idempotency record
     as JSON with a ``PX`` expiry. Owner names are hashed so a ``:`` in one cannot forge a key.
 
-    Tasks: ``task:{key}`` is a hash (kind, payload as JSON text, created_at, attempts, token,
-    state, and finished_at once done, when it gets a ``PX`` expiry of ``keep_done``);
-    ``tasks:due:{kind}`` is a sorted set of the kind's pending keys scored by due time (a leased
-    task by its lease's end); ``tasks:kinds`` is the set of kinds ever scheduled. One due set
-    per kind lets a claim of some kinds skip the others without scanning past them.
+    The leased tasks' keys are described in
+    :class:`~sora_proxy.store.redis_tasks.RedisTaskQueue`.
 
     :param client: a ``redis.Redis`` (see :func:`client_from_url`); nothing connects until the
         first call.
@@ -214,11 +108,7 @@ class RedisStore(Store):
         self._claim = client.register_script(_CLAIM)
         self._release = client.register_script(_RELEASE)
         self._page = client.register_script(_PAGE)
-        self._schedule = client.register_script(_SCHEDULE)
-        self._claim_tasks = client.register_script(_CLAIM_TASKS)
-        self._claim_task = client.register_script(_CLAIM_TASK)
-        self._held = client.register_script(_HELD)
-        self._pending = client.register_script(_PENDING)
+        self._register_task_scripts()
 
     def _res(self, resource_id: str) -> str:
         return f"{self.prefix}res:{resource_id}"
@@ -229,9 +119,6 @@ class RedisStore(Store):
 
     def _idem(self, scope: str) -> str:
         return f"{self.prefix}idem:{scope}"
-
-    def _task(self, key: str) -> str:
-        return f"{self.prefix}task:{key}"
 
     @contextmanager
     def _guard(self, operation: str) -> Iterator[None]:
@@ -308,7 +195,7 @@ class RedisStore(Store):
         """``SET poll:{id} NX PX interval``: set only by the first caller of each interval."""
         with self._guard("claim_poll"):
             taken = self.client.set(
-                f"{self.prefix}poll:{resource_id}", "1", nx=True, px=_ms(interval)
+                f"{self.prefix}poll:{resource_id}", "1", nx=True, px=ms(interval)
             )
         return bool(taken)
 
@@ -350,7 +237,7 @@ class RedisStore(Store):
             {"fingerprint": fingerprint, "state": "in_flight", "response": None, "token": token}
         )
         with self._guard("claim_idempotency_key"):
-            current = self._claim(keys=[self._idem(scope)], args=[claim, _ms(in_flight_ttl)])
+            current = self._claim(keys=[self._idem(scope)], args=[claim, ms(in_flight_ttl)])
         if current is None:
             return ClaimResult(Claim.NEW)
         held = json.loads(current)
@@ -364,7 +251,7 @@ class RedisStore(Store):
             {"fingerprint": fingerprint, "state": "done", "response": encode_response(response)}
         )
         with self._guard("finish_idempotency_key"):
-            self.client.set(self._idem(scope), data, px=_ms(ttl))
+            self.client.set(self._idem(scope), data, px=ms(ttl))
 
     def release_idempotency_key(self, scope: str, token: str = "") -> None:
         """Drop an in-flight claim (only ``token``'s, when given); a finished record stays."""
@@ -378,7 +265,7 @@ class RedisStore(Store):
         )
         with self._guard("begin_intent"):
             pipe = self.client.pipeline()
-            pipe.set(f"{self.prefix}intent:{intent.intent_id}", details, px=_ms(ttl))
+            pipe.set(f"{self.prefix}intent:{intent.intent_id}", details, px=ms(ttl))
             pipe.zadd(f"{self.prefix}intents", {intent.intent_id: intent.created_at})
             pipe.zremrangebyscore(f"{self.prefix}intents", "-inf", intent.created_at - ttl)
             pipe.execute()
@@ -399,68 +286,8 @@ class RedisStore(Store):
             )
             if not ids:
                 return 0
-            alive = self.client.exists(*(f"{self.prefix}intent:{_text(member)}" for member in ids))
+            alive = self.client.exists(*(f"{self.prefix}intent:{text(member)}" for member in ids))
         return int(alive)
-
-    # -- leased tasks ------------------------------------------------------------------------
-
-    def schedule(
-        self, key: str, kind: str, payload: dict[str, Any], *, due_at: float, keep_done: float
-    ) -> bool:
-        """Add a pending task unless ``key`` is pending or finished too recently (one script)."""
-        keys = [self._task(key), f"{self.prefix}tasks:due:{kind}", f"{self.prefix}tasks:kinds"]
-        args = [key, kind, json.dumps(payload), _float(due_at), _float(keep_done)]
-        with self._guard("schedule"):
-            return bool(self._schedule(keys=keys, args=[*args, _float(time.time())]))
-
-    def claim_tasks(
-        self, *, now: float, lease: float, limit: int, kinds: tuple[str, ...] | None = None
-    ) -> list[Task]:
-        """Lease the earliest due tasks with one script (fresh tokens made here)."""
-        if limit <= 0 or (kinds is not None and not kinds):
-            return []
-        wanted = "" if kinds is None else json.dumps(list(kinds))
-        tokens = [secrets.token_hex(16) for _ in range(limit)]
-        args = [self.prefix, _float(now), _float(now + lease), wanted, *tokens]
-        with self._guard("claim_tasks"):
-            leased = self._claim_tasks(keys=[f"{self.prefix}tasks:kinds"], args=args)
-        return [_task(fields) for fields in leased]
-
-    def claim_task(self, key: str, *, now: float, lease: float) -> Task | None:
-        """Lease the task ``key`` if it is pending and due (one script)."""
-        args = [self.prefix, key, _float(now), _float(now + lease), secrets.token_hex(16)]
-        with self._guard("claim_task"):
-            leased = self._claim_task(keys=[self._task(key)], args=args)
-        return None if leased is None else _task(leased)
-
-    def extend_lease(self, key: str, token: str, *, until: float) -> bool:
-        """Move the lease's end to ``until`` if ``token`` still holds the task."""
-        return self._if_held("extend_lease", key, token, "extend", _float(until))
-
-    def reschedule(
-        self, key: str, token: str, *, due_at: float, payload: dict[str, Any] | None = None
-    ) -> bool:
-        """Give a held task back (its token cleared), due at ``due_at``."""
-        data = "" if payload is None else json.dumps(payload)
-        return self._if_held("reschedule", key, token, "reschedule", _float(due_at), data)
-
-    def finish_task(self, key: str, token: str, *, keep_done: float) -> bool:
-        """Mark a held task done; its hash expires ``keep_done`` seconds from now."""
-        finished = _float(time.time())
-        return self._if_held("finish_task", key, token, "finish", finished, _ms(keep_done))
-
-    def _if_held(self, operation: str, key: str, token: str, *args: str | int) -> bool:
-        if not token:  # an unclaimed task has the empty token; nobody holds it
-            return False
-        with self._guard(operation):
-            changed = self._held(keys=[self._task(key)], args=[self.prefix, key, token, *args])
-        return bool(changed)
-
-    def pending_tasks(self) -> dict[str, int]:
-        """How many tasks are pending (leased or not), per kind."""
-        with self._guard("pending_tasks"):
-            flat = self._pending(keys=[f"{self.prefix}tasks:kinds"], args=[self.prefix])
-        return {_text(kind): int(count) for kind, count in zip(flat[::2], flat[1::2], strict=True)}
 
     def warnings(self) -> list[str]:
         """A warning when this Redis keeps nothing across a restart (no AOF, no RDB saves).
@@ -488,10 +315,6 @@ class RedisStore(Store):
         self.client.close()
 
 
-def _ms(seconds: float) -> int:
-    return max(1, round(seconds * 1000))
-
-
 def _resource(resource_id: str, data: dict[str, Any]) -> OwnedResource:
     return OwnedResource(
         resource_id=resource_id,
@@ -502,24 +325,3 @@ def _resource(resource_id: str, data: dict[str, Any]) -> OwnedResource:
         last_object=data["last_object"],
         handle=data.get("handle"),
     )
-
-
-def _float(value: float) -> str:
-    """``value`` as Redis and Lua read it back exactly (Lua's own tostring keeps 14 digits)."""
-    return repr(float(value))
-
-
-def _task(fields: list[Any]) -> Task:
-    key, kind, payload, created_at, attempts, token = fields
-    return Task(
-        key=_text(key),
-        kind=_text(kind),
-        payload=json.loads(payload),
-        created_at=float(_text(created_at)),
-        attempts=int(attempts),
-        token=_text(token),
-    )
-
-
-def _text(member: Any) -> str:
-    return member.decode("utf-8") if isinstance(member, bytes) else str(member)
