@@ -11,6 +11,7 @@ another poll of the same video (must be 0), deliveries per event, archive copies
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import sys
 import time
@@ -50,7 +51,7 @@ def _overlapping(recorded: list) -> int:
     count = 0
     for polls in by_path.values():
         polls.sort(key=lambda r: r.received_at)
-        for first, second in zip(polls, polls[1:], strict=False):
+        for first, second in itertools.pairwise(polls):
             if first.answered_at is None or first.answered_at > second.received_at:
                 count += 1
     return count

@@ -198,7 +198,9 @@ def test_every_video_ends_with_one_verified_event_and_no_client_polling(tmp_path
             assert client.videos.retrieve(video_id).status == "completed"
         for video_id in failed:
             video = client.videos.retrieve(video_id)
-            assert video.status == "failed" and video.error is not None
+            assert video.status == "failed" and video.error is not None and video.error.code
+        # The OpenAI-shaped upstream's own code, as it said it.
+        assert client.videos.retrieve(failed[0]).error.code == "generation_failed"
         # Polls stop once a video ended: no poll of a finished video after its event.
         for sim in (stack.openai_sim, stack.xai_sim):
             count = len(sim.state.requests)
@@ -274,6 +276,15 @@ def test_content_is_served_from_the_archive_after_the_upstream_copy_is_gone(
             made = stack.get(f"/v1/videos/{xai_id}/content?variant={variant}")
             assert made.headers["Content-Type"] == "image/webp"
             assert Image.open(io.BytesIO(made.content)).format == "WEBP"
+        # Every variant, whole and in part, byte-exact.
+        for video_id in (openai_id, xai_id):
+            for variant in ("thumbnail", "spritesheet"):
+                path = f"/v1/videos/{video_id}/content?variant={variant}"
+                whole = stack.get(path).content
+                kept = b"".join(stack.archive().read(f"videos/{video_id}/{variant}"))
+                assert whole == kept and len(whole) > 200
+                part = stack.get(path, Range="bytes=10-109")
+                assert part.status_code == 206 and part.content == whole[10:110]
 
         # The caller's expires_at is the archive's retention now.
         video = stack.sdk().videos.retrieve(xai_id)
