@@ -180,7 +180,11 @@ def test_healthz_and_readyz(make_app, upstream, tmp_path):
     assert upstream.state.requests == []  # no upstream call for liveness
     ready = client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.get_json() == {"status": "ok", "checks": {"store": "ok", "upstream:default": "ok"}}
+    assert ready.get_json() == {
+        "status": "ok",
+        "checks": {"store": "ok", "upstream:default": "ok"},
+        "tracker": {"mode": "workers", "pending": {}},
+    }
     before = len(upstream.state.requests)
     client.get("/readyz")
     assert len(upstream.state.requests) == before  # cached for a few seconds
