@@ -22,8 +22,9 @@ preload_app = True
 # The proxy writes its own JSON line per request (request id, caller, upstream, bytes) to
 # stderr; gunicorn's own access log would repeat it, so it is off unless asked for.
 accesslog = os.environ.get("SORA_PROXY_ACCESS_LOG") or None
-# The default access log format prints the request line; the query string never holds keys
-# here, and the Authorization header is never part of it.
+# The default access log format prints the request line, query string included: a signed
+# content URL's token would be written there, so leave it off where such URLs are used (the
+# proxy's own JSON line logs the path alone). The Authorization header is never part of it.
 errorlog = "-"
 # Let a streaming response run to its end on SIGTERM before the worker exits.
 loglevel = os.environ.get("SORA_PROXY_LOG_LEVEL", "info")

@@ -13,7 +13,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.exceptions import MethodNotAllowed as RoutingMethodNotAllowed
 from werkzeug.exceptions import NotFound as RoutingNotFound
 
-from . import health, views
+from . import cors, health, playground, views
 from .bodies import LARGE_BODY_BYTES
 from .errors import (
     MethodNotAllowed,
@@ -45,8 +45,11 @@ ROUTES = (
     ("/v1/videos/<video_id>", views.retrieve_video, ["GET"]),
     ("/v1/videos/<video_id>", views.delete_video, ["DELETE"]),
     ("/v1/videos/<video_id>/content", views.video_content, ["GET", "HEAD"]),
+    ("/v1/videos/<video_id>/content_url", views.create_content_url, ["POST"]),
     ("/v1/videos/<video_id>/remix", views.remix_video, ["POST"]),
     ("/sora/v1/characters", views.create_character_from_url, ["POST"]),
+    ("/playground", playground.page, ["GET"]),
+    ("/playground/assets/<name>", playground.asset, ["GET"]),
     ("/healthz", health.healthz, ["GET"]),
     ("/readyz", health.readyz, ["GET"]),
     ("/metrics", health.metrics, ["GET"]),
@@ -138,6 +141,8 @@ def create_blueprint() -> Blueprint:
     blueprint.before_request(begin_request)
     blueprint.before_request(_start_tracker)
     blueprint.after_request(finish_request)
+    # On every answer of the blueprint, errors included; preflights are the fallback's 204.
+    blueprint.after_request(cors.add_cors_headers)
     blueprint.teardown_request(_return_body_memory)
     blueprint.register_error_handler(ProxyError, _render_proxy_error)
     blueprint.register_error_handler(HTTPException, _render_http_exception)

@@ -2,8 +2,9 @@
 
 ``sora-proxy serve`` is what ``make serve`` runs: when no upstream is set it first starts the
 built-in simulator on 127.0.0.1 (port ``SORA_PROXY_SIMULATOR_PORT``, default 8001) and points
-the proxy at it, so the proxy can be tried with no account. Configuration is checked before
-anything starts, so a bad setting ends the command with one line naming the key.
+the proxy at it, so the proxy can be tried with no account; it also turns the playground page
+on unless ``SORA_PROXY_PLAYGROUND`` says otherwise. Configuration is checked before anything
+starts, so a bad setting ends the command with one line naming the key.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import errno
 import http.client
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -20,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from .errors import ConfigError
@@ -124,7 +127,7 @@ def _check(environ: dict[str, str]) -> int:
 
 
 def _serve(bind: str, simulator_port: int, config: Path | None) -> int:
-    environ = dict(os.environ)
+    environ = _serve_environment(os.environ)
     use_simulator = not environ.get("SORA_PROXY_UPSTREAM_URL") and not environ.get(
         "SORA_PROXY_UPSTREAMS_FILE"
     )
@@ -136,6 +139,19 @@ def _serve(bind: str, simulator_port: int, config: Path | None) -> int:
         return _serve_with(environ, bind, simulator_port, config, use_simulator=True)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _serve_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment ``serve`` gives gunicorn: ``environ``, with the playground on and a
+    signing key for its content URLs unless they are set.
+
+    The key is new on every run (nothing to configure for a first try); signed URLs from an
+    earlier run then stop working, as they should. All workers of one run share it.
+    """
+    served = dict(environ)
+    served.setdefault("SORA_PROXY_PLAYGROUND", "true")
+    served.setdefault("SORA_PROXY_SIGNING_KEY", secrets.token_urlsafe(32))
+    return served
 
 
 def _serve_with(

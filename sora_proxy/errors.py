@@ -118,6 +118,15 @@ class Unauthorized(ProxyError):
     code = "invalid_api_key"
 
 
+class Forbidden(ProxyError):
+    """The request carries a credential that does not grant it (403): a signed content URL
+    that was tampered with, names another video or variant, or expired."""
+
+    status = 403
+    error_type = "invalid_request_error"
+    code = "forbidden"
+
+
 class NotFound(ProxyError):
     """No such resource for this caller (404)."""
 

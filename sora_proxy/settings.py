@@ -91,6 +91,15 @@ class Settings:
     webhook_retry_schedule: tuple[float, ...] = BACKOFF
     #: Allow webhook endpoints on loopback and private networks.
     webhook_allow_private: bool = False
+    #: Origins whose pages may call the proxy's routes from a browser (CORS); ``*`` for any.
+    cors_origins: tuple[str, ...] = ()
+    #: Serve the playground page at ``{prefix}/playground``.
+    playground: bool = False
+    #: Key that signs content URLs; None: the Flask app's ``SECRET_KEY``.
+    signing_key: str | None = None
+    #: Default and longest life of a signed content URL, in seconds.
+    content_url_ttl: float = 3600.0
+    content_url_max_ttl: float = 86400.0
     #: Proxies in front (nginx: 1) whose X-Forwarded-* headers are trusted.
     trusted_proxies: int = 0
     metrics: bool = False
@@ -170,6 +179,23 @@ def _count(config: Mapping[str, Any], name: str) -> int:
     if isinstance(value, bool) or number < 0:
         raise ConfigError(PREFIX + name, "must be a whole number (0 or more)")
     return number
+
+
+def _origins(config: Mapping[str, Any], name: str) -> tuple[str, ...]:
+    """``*``, or origins (``https://app.example``, no path) as a list or comma-separated."""
+    value = _raw(config, name)
+    if value is None:
+        return ()
+    items = value.split(",") if isinstance(value, str) else list(value)
+    origins = tuple(str(item).strip().rstrip("/") for item in items if str(item).strip())
+    for origin in origins:
+        parts = urlsplit(origin)
+        plain = parts.scheme in ("http", "https") and parts.netloc and not parts.path
+        if origin != "*" and not (plain and not parts.query and not parts.fragment):
+            raise ConfigError(
+                PREFIX + name, f"{origin!r} is not * or an origin such as https://app.example"
+            )
+    return origins
 
 
 def _tracker_mode(config: Mapping[str, Any]) -> str:
@@ -258,6 +284,10 @@ def load_settings(config: Mapping[str, Any], *, has_authenticate: bool = False) 
         raise ConfigError(PREFIX + "REFERENCE_FIT", f"must be one of {', '.join(REFERENCE_FITS)}")
     upstreams_file = _string(config, "UPSTREAMS_FILE")
     upstream_url = _string(config, "UPSTREAM_URL")
+    if _number(config, "CONTENT_URL_TTL") > _number(config, "CONTENT_URL_MAX_TTL"):
+        raise ConfigError(
+            PREFIX + "CONTENT_URL_TTL", "is longer than SORA_PROXY_CONTENT_URL_MAX_TTL"
+        )
     if upstreams_file and (upstream_url or upstream_api_key):
         raise ConfigError(
             PREFIX + "UPSTREAMS_FILE",
@@ -299,6 +329,11 @@ def load_settings(config: Mapping[str, Any], *, has_authenticate: bool = False) 
         webhook_timeout=_number(config, "WEBHOOK_TIMEOUT"),
         webhook_retry_schedule=_pauses(config, "WEBHOOK_RETRY_SCHEDULE"),
         webhook_allow_private=_boolean(config, "WEBHOOK_ALLOW_PRIVATE"),
+        cors_origins=_origins(config, "CORS_ORIGINS"),
+        playground=_boolean(config, "PLAYGROUND"),
+        signing_key=_string(config, "SIGNING_KEY"),
+        content_url_ttl=_number(config, "CONTENT_URL_TTL"),
+        content_url_max_ttl=_number(config, "CONTENT_URL_MAX_TTL"),
         trusted_proxies=_count(config, "TRUSTED_PROXIES"),
         metrics=_boolean(config, "METRICS"),
         log_prompts=_boolean(config, "LOG_PROMPTS"),

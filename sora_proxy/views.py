@@ -15,7 +15,7 @@ import requests
 from flask import Response, request
 from marshmallow import Schema
 
-from . import idempotency, jobs, tracker
+from . import content_urls, idempotency, jobs, tracker
 from .archiving import archived_variant, forget_archived
 from .auth import Caller
 from .bodies import media_type, read_form_body, read_json_object
@@ -124,9 +124,20 @@ def delete_video(video_id: str) -> Response:
 
 
 def video_content(video_id: str) -> Response:
-    """``GET|HEAD /v1/videos/{video_id}/content``: streamed, Range and conditionals relayed."""
-    caller = _caller()
+    """``GET|HEAD /v1/videos/{video_id}/content``: streamed, Range and conditionals relayed.
+
+    With ``?token=`` (a signed content URL, :mod:`sora_proxy.content_urls`) no
+    ``Authorization`` is needed, and one that is sent is ignored: the token alone decides,
+    as the caller it names, and then everything goes as for that caller's own download.
+    """
+    token = request.args.get("token")
+    if token is None:
+        caller = _caller()
+    else:
+        caller = content_urls.token_caller(token, video_id, request.args.get("variant", "video"))
+        note_caller(caller.name)
     query = load_or_raise(ContentQuerySchema(), request.args.to_dict())
+    query.pop("token", None)  # the proxy's own credential: never sent upstream
     path = f"/videos/{check_id(video_id, 'video_id')}/content"
     record, upstream = _video_of(caller, video_id)
     variant = query.get("variant", "video")
@@ -144,6 +155,25 @@ def video_content(video_id: str) -> Response:
             allow_private=proxy_state().settings.fetch_allow_private,
         )
     return _stream(upstream, request.method, path, caller, query)
+
+
+def create_content_url(video_id: str) -> Response:
+    """``POST /v1/videos/{video_id}/content_url``: a short-lived signed URL for a variant.
+
+    Optional JSON body ``{"variant": "video"|"thumbnail"|"spritesheet", "expires_in": s}``.
+    Only the video's owner may have one (another caller's id is the same 404 as an unknown
+    one). A video the proxy knows is not completed is refused, 409 ``video_not_ready``, as
+    its content would be; without a store the proxy knows no status and signs anyway.
+    """
+    caller = _caller()
+    check_id(video_id, "video_id")
+    has_body = request.content_length or "Transfer-Encoding" in request.headers
+    body = read_json_object(request, max_bytes=SMALL_BODY_BYTES) if has_body else {}
+    variant, expires_in = content_urls.read_request(body, proxy_state().settings)
+    record, upstream = _video_of(caller, video_id)
+    content_urls.require_signable(caller, video_id, record, upstream)
+    answer = content_urls.mint(caller, video_id, variant, expires_in)
+    return Response(json.dumps(answer), mimetype="application/json")
 
 
 def remix_video(video_id: str) -> Response:
