@@ -155,6 +155,8 @@ class FetchedStream:
             except (ReadTimeoutError, TimeoutError):
                 raise _failed(self._param, "timed out") from None
             except (HTTPError, OSError):
+                if time.monotonic() >= self._deadline_at:  # the deadline's cutoff shut it
+                    raise _failed(self._param, "timed out") from None
                 raise _failed(self._param, "the connection broke while reading") from None
             if not chunk:
                 return
@@ -176,8 +178,28 @@ def open_url(
     :class:`ReferenceFetchFailed` naming ``param``.
     """
     deadline_at = time.monotonic() + policy.deadline
+    # The deadline holds while the status line and headers come in, too (a body's chunks
+    # are checked one by one, but headers arrive in a single read a trickle can stretch).
+    with _Cutoff(deadline_at) as cutoff:
+        yield from _follow(url, policy, deadline_at, param, headers, cutoff)
+
+
+def _follow(
+    url: str,
+    policy: FetchPolicy,
+    deadline_at: float,
+    param: str,
+    headers: Mapping[str, str] | None,
+    cutoff: _Cutoff,
+) -> Iterator[FetchedStream]:
+    """:func:`open_url`'s hops: redirects followed, the final 2xx yielded."""
     for hop in range(max(policy.max_redirects, 0) + 1):
-        pool, response = _request(url, policy, deadline_at, param, headers)
+        try:
+            pool, response = _request(url, policy, deadline_at, param, headers, cutoff=cutoff)
+        except ReferenceFetchFailed as error:
+            if cutoff.fired and error.reason != "refused":
+                raise _failed(param, "timed out") from None
+            raise
         try:
             if response.status in REDIRECT_STATUSES:
                 location = response.headers.get("Location")

@@ -518,3 +518,13 @@ def test_connection_refused() -> None:
 def test_tls_to_a_plain_http_server_fails_cleanly(upstream: UpstreamServer) -> None:
     error = _refusal(f"https://127.0.0.1:{upstream.port}/img", LOCAL)
     assert "could not be fetched" in error.message
+
+
+def test_a_trickled_status_line_is_cut_at_the_deadline(trickler: str) -> None:
+    """Each read of the head returns a byte before its timeout; the deadline still holds."""
+    policy = FetchPolicy(max_bytes=1024, allow_private=True, deadline=1.0)
+    started = time.monotonic()
+    with pytest.raises(ReferenceFetchFailed) as raised, open_url(trickler, policy, param="url"):
+        pass
+    assert "timed out" in raised.value.message
+    assert time.monotonic() - started < 1.6

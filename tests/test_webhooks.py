@@ -217,32 +217,6 @@ def test_hanging_receiver_times_out(receiver) -> None:
     assert 0.9 <= elapsed < 1.5
 
 
-@pytest.fixture
-def trickler() -> Iterator[str]:
-    """A server that sends its status line a byte every 0.2 s: no single read times out."""
-    server = socket.create_server(("127.0.0.1", 0))
-    stop = threading.Event()
-
-    def serve() -> None:
-        connection, _ = server.accept()
-        with connection:
-            connection.recv(65536)
-            for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n":
-                if stop.wait(0.2):
-                    return
-                try:
-                    connection.sendall(bytes([byte]))
-                except OSError:
-                    return
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.getsockname()[1]}/hook"
-    stop.set()
-    thread.join(5)
-    server.close()
-
-
 def test_a_trickled_answer_is_cut_at_the_timeout(trickler: str) -> None:
     started = time.monotonic()
     delivery = send(trickler, timeout=1.0)
