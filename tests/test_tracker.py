@@ -359,3 +359,17 @@ def test_readyz_shows_the_trackers_backlog_and_an_unusable_archive(tmp_path: Pat
         assert ready["tracker"]["mode"] == "workers"
         assert set(ready["tracker"]["pending"]) <= {"poll", "archive", "webhook"}
         assert any(warning.startswith("archive unavailable") for warning in ready["warnings"])
+
+
+def test_deliveries_polls_and_copies_are_counted_in_metrics(tmp_path: Path) -> None:
+    with _stack(tmp_path, SORA_PROXY_METRICS="true") as stack:
+        video_id = _create(stack, "grok-imagine-video", "a counted kite")
+        stack.receiver.wait_for(1, timeout=30)
+        stack.wait_archived(video_id)
+        text = stack.get("/metrics").text
+    assert 'sora_proxy_webhook_deliveries_total{outcome="delivered"} 1.0' in text
+    assert 'sora_proxy_videos_ended_total{status="completed",upstream="xai"} 1.0' in text
+    assert 'sora_proxy_archived_total{source="upstream",variant="video"} 1.0' in text
+    assert 'sora_proxy_archived_total{source="made",variant="thumbnail"} 1.0' in text
+    assert 'sora_proxy_archived_total{source="made",variant="spritesheet"} 1.0' in text
+    assert 'sora_proxy_tracker_polls_total{outcome="ok",upstream="xai"}' in text
