@@ -20,7 +20,7 @@ from werkzeug.datastructures import Headers
 from .client import forwarded_headers
 from .errors import ProxyError
 from .store import OwnedResource, Task
-from .streaming import parse_object, read_answer
+from .streaming import parse_object, read_answer, retry_after_seconds
 from .videos import POLL_AFTER_HEADER, UNFINISHED, video_object
 
 if TYPE_CHECKING:
@@ -223,9 +223,6 @@ def _poll_after(headers: Headers) -> float:
 
 
 def _retry_after(headers: Headers, default: float) -> float:
-    """A ``Retry-After`` in seconds (the HTTP-date form counts as ``default``)."""
-    value = headers.get("Retry-After", "").strip()
-    try:
-        return max(default, min(float(value), 3600.0))
-    except ValueError:
-        return default
+    """A ``Retry-After`` in seconds (at least ``default``, at most an hour)."""
+    seconds = retry_after_seconds(headers.get("Retry-After"), time.time())
+    return default if seconds is None else max(default, min(seconds, 3600.0))

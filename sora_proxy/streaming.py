@@ -11,6 +11,8 @@ import errno
 import json
 import logging
 from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import requests
@@ -180,6 +182,21 @@ def stream_back(upstream: requests.Response, *, method: str) -> Response:
         headers=headers,
         direct_passthrough=True,
     )
+
+
+def retry_after_seconds(value: str | None, now: float) -> float | None:
+    """A ``Retry-After`` value in seconds from ``now``: delay-seconds or an HTTP date;
+    ``None`` when there is none or it cannot be read."""
+    text = (value or "").strip()
+    if text.isascii() and text.replace(".", "", 1).isdigit():
+        return float(text)
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(when.timestamp() - now, 0.0)
 
 
 def parse_object(body: bytes) -> dict[str, Any] | None:

@@ -19,16 +19,16 @@ import json
 import math
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
 from standardwebhooks.webhooks import EmptyWebhookSecretError, Webhook
 
 from .errors import ReferenceFetchFailed
 from .fetch import post_to_url
+from .streaming import retry_after_seconds
 
 EVENT_TYPES = ("video.completed", "video.failed")
 USER_AGENT = "sora-proxy-webhooks"
@@ -170,7 +170,9 @@ def deliver(
         return Delivery(False, None, why)
     if 200 <= status < 300:
         return Delivery(True, status, f"HTTP {status}")
-    retry_after = _retry_after(answer, sent_at) if status in (429, 503) else None
+    retry_after = (
+        retry_after_seconds(answer.get("Retry-After"), sent_at) if status in (429, 503) else None
+    )
     return Delivery(False, status, f"HTTP {status}", retry_after)
 
 
@@ -199,17 +201,3 @@ def next_attempt_at(
 
 def _digest(kind: str, video_id: str, event_type: str) -> str:
     return hashlib.sha256(f"{kind}\0{video_id}\0{event_type}".encode()).hexdigest()[:32]
-
-
-def _retry_after(headers: Mapping[str, str], now: float) -> float | None:
-    """``Retry-After`` in seconds from ``now``: delay-seconds or an HTTP date."""
-    value = (headers.get("Retry-After") or "").strip()
-    if value.isascii() and value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(when.timestamp() - now, 0.0)

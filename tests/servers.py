@@ -24,6 +24,20 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def free_run(count: int) -> int:
+    """The first of ``count`` consecutive ports that are all free now."""
+    for _ in range(50):
+        first = free_port()
+        try:
+            for port in range(first, first + count):
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return first
+    raise RuntimeError(f"no {count} consecutive free ports")
+
+
 def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from servers import REPO, free_port, wait_for_port
+from servers import REPO, free_port, free_run, wait_for_port
 
 from sora_proxy.settings import Settings, known_setting_names
 from sora_proxy.simulator import SimulatorServer
@@ -276,20 +276,6 @@ def wait_gone(pid: int, timeout: float = 10) -> bool:
             return True
         time.sleep(0.05)
     return False
-
-
-def free_run(count: int) -> int:
-    """The first of ``count`` consecutive ports that are all free now."""
-    for _ in range(50):
-        first = free_port()
-        try:
-            for port in range(first, first + count):
-                with socket.socket() as probe:
-                    probe.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return first
-    raise RuntimeError(f"no {count} consecutive free ports")
 
 
 def test_serve_runs_quietly_relays_and_stops_cleanly(tmp_path: Path):

@@ -10,7 +10,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import uuid
@@ -22,7 +21,7 @@ import pytest
 import requests
 from conftest import CALLER_KEY, UPSTREAM_KEY
 from images import make_image
-from servers import REPO, free_port, served, wait_for_port
+from servers import REPO, free_port, free_run, served, wait_for_port
 
 from sora_proxy import create_app
 from sora_proxy.cli import _serve_environment
@@ -389,21 +388,8 @@ def test_serve_turns_the_playground_on_and_makes_a_signing_key():
     assert _serve_environment(chosen) == chosen
 
 
-def _consecutive_free_ports(count: int) -> int:
-    for _ in range(50):
-        first = free_port()
-        try:
-            for port in range(first, first + count):
-                with socket.socket() as probe:
-                    probe.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return first
-    raise RuntimeError(f"no {count} consecutive free ports")
-
-
 def test_make_serve_serves_the_playground(tmp_path: Path):
-    sim_port = _consecutive_free_ports(len(FLEET))
+    sim_port = free_run(len(FLEET))
     bind = free_port()
     while sim_port <= bind < sim_port + len(FLEET):
         bind = free_port()
