@@ -54,6 +54,15 @@ class SQLiteTaskQueue:
         ``done_until`` from :meth:`finish_task` passed) or finished ``keep_done`` seconds ago."""
         now = time.time()
         with self._db("schedule") as db:
+            # A plain read first: scheduling what is already there (a retrieve making sure an
+            # old video is followed) then never takes the write lock.
+            kept = db.execute(
+                "SELECT 1 FROM tasks WHERE key = ? AND NOT (state = 'done'"
+                " AND (done_until <= ? OR finished_at + ? <= ?))",
+                (key, now, keep_done, now),
+            ).fetchone()
+            if kept is not None:
+                return False
             cursor = db.execute(
                 "INSERT INTO tasks (key, kind, payload, created_at, due_at, attempts, token, state)"
                 " VALUES (?, ?, ?, ?, ?, 0, '', 'pending')"
@@ -93,14 +102,20 @@ class SQLiteTaskQueue:
         return tasks
 
     def claim_task(self, key: str, *, now: float, lease: float) -> Task | None:
-        """Lease the task ``key`` if it is pending and due, in one ``BEGIN IMMEDIATE``."""
+        """Lease the task ``key`` if it is pending and due, in one ``BEGIN IMMEDIATE``.
+
+        A plain read comes first, as in :meth:`claim_tasks`: a retrieve of a video whose poll
+        is not due (the usual case) never takes the write lock.
+        """
+        query = (
+            f"SELECT {_TASK_COLUMNS} FROM tasks"  # noqa: S608
+            " WHERE key = ? AND state = 'pending' AND due_at <= ?"
+        )
         with self._db("claim_task") as db:
+            if not db.execute(query, (key, now)).fetchall():
+                return None
             db.execute("BEGIN IMMEDIATE")
-            rows = db.execute(
-                f"SELECT {_TASK_COLUMNS} FROM tasks"  # noqa: S608
-                " WHERE key = ? AND state = 'pending' AND due_at <= ?",
-                (key, now),
-            ).fetchall()
+            rows = db.execute(query, (key, now)).fetchall()
             tasks = _lease(db, rows, until=now + lease)
             db.execute("COMMIT")
         return tasks[0] if tasks else None
