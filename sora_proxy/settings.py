@@ -8,6 +8,7 @@ whose message is one line naming the key.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -100,6 +101,21 @@ class Settings:
     #: Default and longest life of a signed content URL, in seconds.
     content_url_ttl: float = 3600.0
     content_url_max_ttl: float = 86400.0
+    #: Hand content transfers to the web server in front: ``nginx`` (X-Accel-Redirect to the
+    #: internal locations of config/nginx/sora-proxy.conf) or ``off``: the proxy streams them.
+    handoff: str = "off"
+    #: The path under which the nginx site's internal hand-off locations live.
+    handoff_prefix: str = "/_sora_proxy_handoff"
+    #: Content streams one caller may have open at once in one worker process (0: no cap).
+    streams_per_caller: int = 0
+    #: Per-caller limits and budgets (:mod:`sora_proxy.budgets`): JSON or a mapping of caller
+    #: name (``*`` for every caller) to its limits.
+    limits: str | None = None
+    #: Prices per model for money budgets: JSON or a mapping (:mod:`sora_proxy.prices`).
+    prices: str | None = None
+    #: Where rate limits are counted: None for the store's Redis (memory with SQLite), or a
+    #: ``limits`` storage URI (``memory://``, ``redis://host:6379``).
+    rate_limit_storage: str | None = None
     #: Proxies in front (nginx: 1) whose X-Forwarded-* headers are trusted.
     trusted_proxies: int = 0
     metrics: bool = False
@@ -210,6 +226,39 @@ def _tracker_mode(config: Mapping[str, Any]) -> str:
         on = value if isinstance(value, bool) else text in _TRUE
         return "workers" if on else "off"
     raise ConfigError(PREFIX + "TRACKER", "must be workers (true), external or off (false)")
+
+
+def _handoff(config: Mapping[str, Any]) -> str:
+    """``nginx`` or ``off`` (also false)."""
+    value = _raw(config, "HANDOFF")
+    if value is None:
+        return str(_default("HANDOFF"))
+    text = str(value).strip().lower()
+    if text == "nginx":
+        return text
+    if value is False or text in _FALSE:
+        return "off"
+    raise ConfigError(PREFIX + "HANDOFF", "must be nginx or off")
+
+
+def _handoff_prefix(value: str | None) -> str:
+    prefix = "/" + (value or str(_default("HANDOFF_PREFIX"))).strip("/")
+    if prefix == "/" or any(ch in prefix for ch in "?#<> ") or "//" in prefix:
+        raise ConfigError(PREFIX + "HANDOFF_PREFIX", "must be a plain path such as /_internal")
+    return prefix
+
+
+def _json_text(config: Mapping[str, Any], name: str) -> str | None:
+    """A JSON document as text (a mapping set in code is dumped); checked where it is read."""
+    value = _raw(config, name)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        raise ConfigError(PREFIX + name, "must be JSON or a mapping of plain values") from None
 
 
 def _pauses(config: Mapping[str, Any], name: str) -> tuple[float, ...]:
@@ -334,6 +383,12 @@ def load_settings(config: Mapping[str, Any], *, has_authenticate: bool = False) 
         signing_key=_string(config, "SIGNING_KEY"),
         content_url_ttl=_number(config, "CONTENT_URL_TTL"),
         content_url_max_ttl=_number(config, "CONTENT_URL_MAX_TTL"),
+        handoff=_handoff(config),
+        handoff_prefix=_handoff_prefix(_string(config, "HANDOFF_PREFIX")),
+        streams_per_caller=_count(config, "STREAMS_PER_CALLER"),
+        limits=_json_text(config, "LIMITS"),
+        prices=_json_text(config, "PRICES"),
+        rate_limit_storage=_string(config, "RATE_LIMIT_STORAGE"),
         trusted_proxies=_count(config, "TRUSTED_PROXIES"),
         metrics=_boolean(config, "METRICS"),
         log_prompts=_boolean(config, "LOG_PROMPTS"),
