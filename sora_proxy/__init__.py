@@ -20,6 +20,8 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from .archive import Archive, open_archive
 from .auth import AuthenticateCallback, Authenticator
 from .blueprint import create_blueprint
+from .budgets import Budgets, LimitsCallback
+from .caller_limits import CallerLimits
 from .catalog import load_catalog, refuse_open_relay
 from .client import UpstreamClient
 from .errors import ConfigError
@@ -39,7 +41,7 @@ from .tracker import Tracker
 from .tracker import register as register_tracker
 from .webhooks import WebhookEndpoint
 
-__all__ = ["ConfigError", "SoraProxy", "WebhookEndpoint", "create_app"]
+__all__ = ["CallerLimits", "ConfigError", "SoraProxy", "WebhookEndpoint", "create_app"]
 __version__ = "0.1.0"
 
 
@@ -51,6 +53,8 @@ class SoraProxy:
         own login decide who is calling.
     :param webhook_for: optional ``fn(caller id) -> WebhookEndpoint | None``: where the
         caller's ``video.completed``/``video.failed`` events go (asked before the settings).
+    :param limits_for: optional ``fn(caller id) -> CallerLimits | dict | None``: the caller's
+        limits and budgets (asked before ``SORA_PROXY_LIMITS``; ``None`` falls back to it).
     """
 
     def __init__(
@@ -59,9 +63,11 @@ class SoraProxy:
         *,
         authenticate: AuthenticateCallback | None = None,
         webhook_for: WebhookCallback | None = None,
+        limits_for: LimitsCallback | None = None,
     ) -> None:
         self._authenticate = authenticate
         self._webhook_for = webhook_for
+        self._limits_for = limits_for
         if app is not None:
             self.init_app(app)
 
@@ -86,6 +92,15 @@ class SoraProxy:
         if authenticator.identifies_callers or len(catalog.upstreams) > 1 or proxy_owned:
             records = _open_records(settings, app.instance_path)
         tracking = settings.tracker != "off" and records is not None
+        metrics = Metrics() if settings.metrics else None
+        budgets = Budgets(
+            settings,
+            records.store if records is not None else None,
+            records.writes if records is not None else None,
+            follows_videos=tracking,
+            callback=self._limits_for,
+            metrics=metrics,
+        )
         state = ProxyState(
             settings=settings,
             authenticator=authenticator,
@@ -95,9 +110,10 @@ class SoraProxy:
                 pool_connections=max(4, len(catalog.upstreams)),
             ),
             records=records,
-            metrics=Metrics() if settings.metrics else None,
+            metrics=metrics,
             readiness=ReadinessProbe(),
             profiles=profiles,
+            budgets=budgets,
             archive=_open_archive(settings, app.instance_path) if tracking else None,
             tracker=Tracker() if tracking and settings.tracker == "workers" else None,
         )

@@ -48,13 +48,14 @@ ROUTES = (
     ("/v1/videos/<video_id>/content_url", views.create_content_url, ["POST"]),
     ("/v1/videos/<video_id>/remix", views.remix_video, ["POST"]),
     ("/sora/v1/characters", views.create_character_from_url, ["POST"]),
+    ("/v1/usage", views.usage, ["GET"]),
     ("/playground", playground.page, ["GET"]),
     ("/playground/assets/<name>", playground.asset, ["GET"]),
     ("/healthz", health.healthz, ["GET"]),
     ("/readyz", health.readyz, ["GET"]),
     ("/metrics", health.metrics, ["GET"]),
 )
-_FALLBACK_RULES = ("/v1/videos", "/v1/videos/<path:rest>", "/sora/v1/characters")
+_FALLBACK_RULES = ("/v1/videos", "/v1/videos/<path:rest>", "/sora/v1/characters", "/v1/usage")
 
 
 def _fallback(rest: str = "") -> Response:

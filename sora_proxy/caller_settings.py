@@ -12,11 +12,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .caller_limits import KEY_FILE_OPTIONS as KEY_FILE_LIMIT_OPTIONS
+from .caller_limits import key_file_limits
 from .errors import ConfigError
 
 PREFIX = "SORA_PROXY_"
+_WEBHOOK_OPTIONS = ("webhook_url", "webhook_secret")
 #: What a keys-file line may add after ``name:key``.
-_KEY_FILE_OPTIONS = ("webhook_url", "webhook_secret")
+_KEY_FILE_OPTIONS = _WEBHOOK_OPTIONS + KEY_FILE_LIMIT_OPTIONS
 
 
 def _text(config: Mapping[str, Any], name: str) -> str | None:
@@ -64,12 +67,13 @@ def _key_file_line(line: str, number: int) -> tuple[tuple[str, str], dict[str, s
 
 def read_api_keys(
     config: Mapping[str, Any],
-) -> tuple[tuple[tuple[str, str], ...], list[tuple[str, str, str]]]:
-    """The caller keys, and the webhooks the keys file names beside them."""
+) -> tuple[tuple[tuple[str, str], ...], list[tuple[str, str, str]], dict[str, dict[str, Any]]]:
+    """The caller keys, and the webhooks and limits the keys file names beside them."""
     value = config.get(PREFIX + "API_KEYS")
     items = value.split(",") if isinstance(value, str) else list(value or ())
     pairs = [_named_key(str(item).strip(), "API_KEYS") for item in items if str(item).strip()]
     webhooks: list[tuple[str, str, str]] = []
+    limits: dict[str, dict[str, Any]] = {}
     path = _text(config, "API_KEYS_FILE")
     if path:
         try:
@@ -84,17 +88,22 @@ def read_api_keys(
                 continue
             pair, options = _key_file_line(line, number)
             pairs.append(pair)
-            if options:
-                if set(options) != set(_KEY_FILE_OPTIONS):
+            webhook = {k: v for k, v in options.items() if k in _WEBHOOK_OPTIONS}
+            if webhook:
+                if set(webhook) != set(_WEBHOOK_OPTIONS):
                     raise ConfigError(
                         PREFIX + "API_KEYS_FILE",
                         f"line {number}: webhook_url and webhook_secret go together",
                     )
-                webhooks.append((pair[0], options["webhook_url"], options["webhook_secret"]))
+                webhooks.append((pair[0], webhook["webhook_url"], webhook["webhook_secret"]))
+            limit_options = {k: v for k, v in options.items() if k in KEY_FILE_LIMIT_OPTIONS}
+            if limit_options:
+                where = f"{PREFIX}API_KEYS_FILE line {number}"
+                limits[pair[0]] = key_file_limits(limit_options, where)
     keys = [key for _, key in pairs]
     if len(set(keys)) != len(keys):
         raise ConfigError(PREFIX + "API_KEYS", "the same key is given twice")
-    return tuple(pairs), webhooks
+    return tuple(pairs), webhooks, limits
 
 
 def read_webhooks(

@@ -159,6 +159,16 @@ class PayloadTooLarge(ProxyError):
     code = "request_too_large"
 
 
+class TooManyRequests(ProxyError):
+    """Over a rate, concurrency or stream limit (429 ``rate_limit_exceeded``, with a
+    ``Retry-After``), or over a budget (429 ``insufficient_quota``, type ``insufficient_quota``,
+    as OpenAI answers when the quota is spent). Nothing was sent upstream."""
+
+    status = 429
+    error_type = "requests"
+    code = "rate_limit_exceeded"
+
+
 class UnsupportedMediaType(ProxyError):
     """The body's Content-Type is not one the route reads (415)."""
 

@@ -8,6 +8,7 @@ from flask import current_app
 
 from .archive import Archive
 from .auth import Authenticator
+from .budgets import Budgets
 from .catalog import Catalog
 from .client import UpstreamClient
 from .idempotency import Idempotency
@@ -48,6 +49,7 @@ class ProxyState:
     :param archive: where finished videos are kept; ``None`` without the tracker or with
         ``SORA_PROXY_ARCHIVE`` off.
     :param tracker: this app's tracker, ``None`` when it is off or there is no store.
+    :param budgets: each caller's limits, budgets and usage.
     """
 
     settings: Settings
@@ -58,6 +60,7 @@ class ProxyState:
     metrics: Metrics | None
     readiness: ReadinessProbe
     profiles: CallerProfiles
+    budgets: Budgets
     archive: Archive | None = None
     tracker: Tracker | None = None
 

@@ -179,9 +179,10 @@ def _end(
 
 
 def finished(state: ProxyState, record: OwnedResource) -> None:
-    """Schedule ``record``'s follow-ups (idempotent): its archive copy when it completed, its
-    webhook event when its caller has an endpoint."""
+    """Settle ``record``'s budget hold, and schedule its follow-ups (all idempotent): its
+    archive copy when it completed, its webhook event when its caller has an endpoint."""
     assert state.records is not None
+    state.budgets.ended(record)
     video = record.last_object or {}
     status = video.get("status")
     now = time.time()

@@ -89,6 +89,31 @@ class Metrics:
             **common,
         )
 
+        self.budget_holds = Counter(
+            "sora_proxy_budget_holds",
+            "Budget holds per caller, by outcome (taken, settled, released).",
+            ["caller", "outcome"],
+            **common,
+        )
+        self.refusals = Counter(
+            "sora_proxy_limit_refusals",
+            "Paid requests refused per caller, by limit (rate, concurrency, budget).",
+            ["caller", "reason"],
+            **common,
+        )
+        self.spent_seconds = Counter(
+            "sora_proxy_spent_video_seconds",
+            "Seconds of video settled per caller and model.",
+            ["caller", "model"],
+            **common,
+        )
+        self.spent_cost = Counter(
+            "sora_proxy_spent_cost",
+            "Cost settled per caller and model, in the price table's currency.",
+            ["caller", "model"],
+            **common,
+        )
+
     def observe_request(self, record: dict[str, Any]) -> None:
         """Count one finished request from its log record."""
         route = record["route"]

@@ -26,6 +26,7 @@ from flask import Response, request
 
 from . import idempotency, jobs, tracker
 from .auth import Caller
+from .budgets import Charge
 from .catalog import Upstream
 from .client import forwarded_headers
 from .dialects import EncodedBody
@@ -34,7 +35,8 @@ from .extension import ProxyState, Records, proxy_state
 from .idempotency import Ticket
 from .observability import current_request_id, note_bytes_in, note_upstream
 from .store import Intent, Kind, StoredResponse
-from .streaming import read_answer, small_answer, stream_back
+from .store.ledger import BudgetHold
+from .streaming import parse_object, read_answer, small_answer, stream_back
 from .uploads import StreamedUpload
 
 log = logging.getLogger("sora_proxy.paid")
@@ -68,13 +70,18 @@ class PaidRequest:
     #: What the caller asked for (``prompt``, ``size``, ``seconds``), for proxy-owned videos
     #: whose upstream does not echo it.
     asked: Mapping[str, Any] | None = None
+    #: What a new video would cost, held against the caller's budget before it is sent
+    #: (``None``: not a video, nothing held; the rate still counts).
+    charge: Charge | None = None
 
 
 def post(caller: Caller, paid: PaidRequest) -> Response:
-    """Send ``paid``; record what it created; honour ``Idempotency-Key``."""
+    """Send ``paid``; record what it created; honour ``Idempotency-Key``; hold its cost
+    against the caller's budget first (a replay costs nothing)."""
     state = proxy_state()
     records = state.records
     if records is None:
+        state.budgets.admit(caller.owner, None)
         upstream, response = _send(state, caller, paid, read_whole=False)
         return stream_back(response, method="POST")
     ticket: Ticket | None = None
@@ -84,7 +91,17 @@ def post(caller: Caller, paid: PaidRequest) -> Response:
         if isinstance(claimed, StoredResponse):
             return _replay(claimed, paid)
         ticket = claimed
-    intent = _begin_intent(records, caller.owner, paid.path, ticket)
+    try:
+        hold = state.budgets.admit(caller.owner, paid.charge)
+    except BaseException:
+        if ticket:
+            records.idempotency.release(ticket)
+        raise
+    try:
+        intent = _begin_intent(records, caller.owner, paid.path, ticket)
+    except BaseException:
+        state.budgets.refused(hold)
+        raise
     try:
         upstream_key = records.idempotency.upstream_key(ticket) if ticket else None
         upstream, response = _send(state, caller, paid, read_whole=True, key=upstream_key)
@@ -96,13 +113,18 @@ def post(caller: Caller, paid: PaidRequest) -> Response:
             kept = [("Content-Type", "application/json"), *error.headers.items()]
             records.idempotency.finish(ticket, StoredResponse(error.status, kept, envelope))
         records.writes.end_intent(intent.intent_id)
+        if error.code == "upstream_connect_timeout":  # never connected: nothing was bought
+            state.budgets.refused(hold)
+        else:
+            state.budgets.uncertain(hold)
         raise
     except BaseException:
         if ticket:
             records.idempotency.release(ticket)
         records.writes.end_intent(intent.intent_id)
+        state.budgets.refused(hold)
         raise
-    return _settle(state, caller, paid, upstream, answered, ticket, intent)
+    return _settle(state, caller, paid, upstream, answered, ticket, intent, hold)
 
 
 def _send(
@@ -159,8 +181,9 @@ def _settle(
     answered: tuple[int, list[tuple[str, str]], bytes],
     ticket: Ticket | None,
     intent: Intent,
+    hold: BudgetHold | None,
 ) -> Response:
-    """Make the upstream's answer reachable and return it; never raises."""
+    """Make the upstream's answer reachable, and its cost followed; return it; never raises."""
     assert state.records is not None
     records = state.records
     status, headers, data = answered
@@ -175,6 +198,10 @@ def _settle(
             records.ownership.record_created(caller.owner, paid.kind, data, upstream.name)
         if 200 <= status < 300 and paid.kind == "video":
             tracker.track(state, upstream, data)
+            followed = tracker.follows(state, upstream)
+            state.budgets.accepted(hold, parse_object(data) or {}, followed)
+        else:
+            state.budgets.refused(hold)
         if ticket:
             digest = paid.upload.digest(paid.path) if paid.upload is not None else None
             records.idempotency.finish(ticket, StoredResponse(status, headers, data, digest))

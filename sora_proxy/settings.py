@@ -11,13 +11,15 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from .caller_limits import read_limits
 from .caller_settings import PREFIX as PREFIX
 from .caller_settings import read_api_keys, read_webhooks
 from .errors import ConfigError
+from .prices import PriceTable, load_prices
 from .webhooks import BACKOFF
 
 MIB = 1024 * 1024
@@ -108,11 +110,11 @@ class Settings:
     handoff_prefix: str = "/_sora_proxy_handoff"
     #: Content streams one caller may have open at once in one worker process (0: no cap).
     streams_per_caller: int = 0
-    #: Per-caller limits and budgets (:mod:`sora_proxy.budgets`): JSON or a mapping of caller
-    #: name (``*`` for every caller) to its limits.
-    limits: str | None = None
-    #: Prices per model for money budgets: JSON or a mapping (:mod:`sora_proxy.prices`).
-    prices: str | None = None
+    #: Per-caller limits and budgets (:mod:`sora_proxy.caller_limits`), checked: caller name
+    #: (``*`` for every caller) to its entry, from SORA_PROXY_LIMITS and the keys file.
+    limits: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: Prices per second of video, per model and size (:mod:`sora_proxy.prices`).
+    prices: PriceTable | None = None
     #: Where rate limits are counted: None for the store's Redis (memory with SQLite), or a
     #: ``limits`` storage URI (``memory://``, ``redis://host:6379``).
     rate_limit_storage: str | None = None
@@ -138,8 +140,12 @@ def _raw(config: Mapping[str, Any], name: str) -> Any:
 def _default(name: str) -> Any:
     """The default of the setting ``name`` (``FETCH_TIMEOUT``): the :class:`Settings` field's,
     so each default is written once."""
-    field = Settings.__dataclass_fields__.get(name.lower())
-    return None if field is None else field.default  # API_KEYS_FILE adds to api_keys
+    found = Settings.__dataclass_fields__.get(name.lower())
+    if found is None:
+        return None  # API_KEYS_FILE adds to api_keys
+    if found.default_factory is not MISSING:
+        return found.default_factory()
+    return found.default
 
 
 def _string(config: Mapping[str, Any], name: str) -> str | None:
@@ -320,7 +326,7 @@ def load_settings(config: Mapping[str, Any], *, has_authenticate: bool = False) 
     :raises ConfigError: on the first bad value, naming its key.
     """
     upstream_api_key = _string(config, "UPSTREAM_API_KEY")
-    api_keys, key_file_webhooks = read_api_keys(config)
+    api_keys, key_file_webhooks, key_file_limits = read_api_keys(config)
     allow_anonymous = _boolean(config, "ALLOW_ANONYMOUS")
     if upstream_api_key and not api_keys and not has_authenticate and not allow_anonymous:
         raise ConfigError(
@@ -336,6 +342,11 @@ def load_settings(config: Mapping[str, Any], *, has_authenticate: bool = False) 
     if _number(config, "CONTENT_URL_TTL") > _number(config, "CONTENT_URL_MAX_TTL"):
         raise ConfigError(
             PREFIX + "CONTENT_URL_TTL", "is longer than SORA_PROXY_CONTENT_URL_MAX_TTL"
+        )
+    if _handoff(config) == "nginx" and _count(config, "TRUSTED_PROXIES") < 1:
+        raise ConfigError(
+            PREFIX + "HANDOFF",
+            "is nginx while SORA_PROXY_TRUSTED_PROXIES is 0; set it to 1 (nginx in front)",
         )
     if upstreams_file and (upstream_url or upstream_api_key):
         raise ConfigError(
@@ -386,8 +397,8 @@ def load_settings(config: Mapping[str, Any], *, has_authenticate: bool = False) 
         handoff=_handoff(config),
         handoff_prefix=_handoff_prefix(_string(config, "HANDOFF_PREFIX")),
         streams_per_caller=_count(config, "STREAMS_PER_CALLER"),
-        limits=_json_text(config, "LIMITS"),
-        prices=_json_text(config, "PRICES"),
+        limits=read_limits(_json_text(config, "LIMITS"), key_file_limits),
+        prices=load_prices(_json_text(config, "PRICES")),
         rate_limit_storage=_string(config, "RATE_LIMIT_STORAGE"),
         trusted_proxies=_count(config, "TRUSTED_PROXIES"),
         metrics=_boolean(config, "METRICS"),
@@ -410,7 +421,7 @@ def known_setting_names() -> frozenset[str]:
     """
     from dataclasses import fields
 
-    return frozenset({PREFIX + field.name.upper() for field in fields(Settings)}) | {
+    return frozenset({PREFIX + item.name.upper() for item in fields(Settings)}) | {
         PREFIX + "API_KEYS_FILE",
         PREFIX + "WEBHOOK_URL",
         PREFIX + "WEBHOOK_SECRET",

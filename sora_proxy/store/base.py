@@ -14,6 +14,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from sora_proxy.store.ledger import Ledger
+
 Kind = Literal["video", "character"]
 Order = Literal["asc", "desc"]
 
@@ -114,8 +116,9 @@ class ClaimResult:
     response: StoredResponse | None = field(default=None)
 
 
-class Store(ABC):
-    """Ownership records and idempotency keys. Implementations are safe across threads and
+class Store(Ledger, ABC):
+    """Ownership records, idempotency keys, background tasks and the budget ledger
+    (:class:`~sora_proxy.store.ledger.Ledger`). Implementations are safe across threads and
     processes (several gunicorn workers, several hosts for Redis)."""
 
     @abstractmethod
@@ -244,5 +247,5 @@ class Store(ABC):
     def ping(self) -> None:
         """Raise :class:`~sora_proxy.errors.ServiceUnavailable` if the store is unreachable."""
 
-    def close(self) -> None:  # noqa: B027 - optional for implementations
+    def close(self) -> None:
         """Release connections (tests, shutdown)."""

@@ -20,6 +20,7 @@ from typing import Any
 from sora_proxy.errors import ServiceUnavailable
 from sora_proxy.store.base import OwnedResource, Store, StoredResponse
 from sora_proxy.store.codec import decode_response, encode_response
+from sora_proxy.store.ledger import Amount, BudgetHold
 from sora_proxy.store.spool import Spool
 
 log = logging.getLogger("sora_proxy.store")
@@ -91,6 +92,30 @@ class DurableWrites:
             entry,
             lambda: self.store.schedule(key, kind, payload, due_at=due_at, keep_done=keep_done),
         )
+
+    def bind_hold(self, hold_id: str, video_id: str) -> None:
+        """Tie a budget hold to the video it paid for; never raises."""
+        entry = {"op": "bind_hold", "hold_id": hold_id, "video_id": video_id}
+        self._write(entry, lambda: self.store.bind_hold(hold_id, video_id))
+
+    def end_hold(
+        self, *, hold_id: str | None = None, video_id: str | None = None, actual: Amount | None
+    ) -> BudgetHold | None:
+        """Settle (``actual``) or release a budget hold; never raises. The hold this call
+        ended, or ``None`` (already ended, unknown, or spooled to end later)."""
+        entry = {
+            "op": "end_hold",
+            "hold_id": hold_id,
+            "video_id": video_id,
+            "actual": None if actual is None else asdict(actual),
+        }
+        ended: list[BudgetHold | None] = [None]
+
+        def end() -> None:
+            ended[0] = self.store.end_hold(hold_id=hold_id, video_id=video_id, actual=actual)
+
+        self._write(entry, end)
+        return ended[0]
 
     def replay(self) -> int:
         """Replay pending writes now (one thread per process at a time); how many landed."""
@@ -169,6 +194,15 @@ class DurableWrites:
                 due_at=float(entry["due_at"]),
                 keep_done=float(entry["keep_done"]),
             )
+        elif operation == "bind_hold":
+            self.store.bind_hold(entry["hold_id"], entry["video_id"])
+        elif operation == "end_hold":
+            actual = entry["actual"]
+            self.store.end_hold(
+                hold_id=entry["hold_id"],
+                video_id=entry["video_id"],
+                actual=None if actual is None else Amount(**actual),
+            )
         else:
             log.error("spool entry with unknown op %r skipped", operation)
 
@@ -187,6 +221,9 @@ def _describe(entry: dict[str, Any]) -> str:
         )
     if entry["op"] == "schedule":
         return json.dumps({"op": "schedule", "key": entry["key"]})
+    if entry["op"] in ("bind_hold", "end_hold"):
+        shown = {key: entry.get(key) for key in ("hold_id", "video_id", "actual")}
+        return json.dumps({"op": entry["op"], **shown})
     return json.dumps(
         {"op": entry["op"], "scope": entry.get("scope"), "intent_id": entry.get("intent_id")}
     )

@@ -27,6 +27,7 @@ from sora_proxy.store.base import (
     StoredResponse,
 )
 from sora_proxy.store.codec import UNAVAILABLE, decide, encode_response
+from sora_proxy.store.sqlite_ledger import LEDGER_SCHEMA, SQLiteLedger
 from sora_proxy.store.sqlite_tasks import TASKS_SCHEMA, SQLiteTaskQueue
 
 log = logging.getLogger("sora_proxy.store")
@@ -66,8 +67,10 @@ CREATE TABLE IF NOT EXISTS intents (
     expires_at REAL NOT NULL
 );
 """
-    # The queue's own table, kept with the code that uses it; still made on every open.
+    # The queue's and the ledger's own tables, kept with the code that uses them; still made
+    # on every open.
     + TASKS_SCHEMA
+    + LEDGER_SCHEMA
 )
 #: Columns added after the first release, for files made by it.
 _MIGRATIONS = (
@@ -80,7 +83,7 @@ _MISSING_LOG_EVERY = 60.0
 _COLUMNS = "resource_id, owner, upstream, kind, created_at, last_object, handle"
 
 
-class SQLiteStore(SQLiteTaskQueue, Store):
+class SQLiteStore(SQLiteLedger, SQLiteTaskQueue, Store):
     """:class:`~sora_proxy.store.base.Store` in one SQLite file.
 
     Each (process, thread) gets its own connection, opened on first use: gunicorn forks its
