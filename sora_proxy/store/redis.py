@@ -27,6 +27,7 @@ from sora_proxy.store.base import (
     StoredResponse,
 )
 from sora_proxy.store.codec import UNAVAILABLE, decide, encode_response
+from sora_proxy.store.redis_ledger import RedisLedger
 from sora_proxy.store.redis_tasks import RedisTaskQueue
 from sora_proxy.store.redis_values import ms, text
 
@@ -86,7 +87,7 @@ def client_from_url(url: str) -> redis.Redis:
     )
 
 
-class RedisStore(RedisTaskQueue, Store):
+class RedisStore(RedisLedger, RedisTaskQueue, Store):
     """:class:`~sora_proxy.store.base.Store` in Redis.
 
     Keys, all under ``prefix``: ``res:{id}`` holds a record as JSON; ``own:{sha256(owner)}:{kind}``
@@ -95,7 +96,8 @@ class RedisStore(RedisTaskQueue, Store):
     as JSON with a ``PX`` expiry. Owner names are hashed so a ``:`` in one cannot forge a key.
 
     The leased tasks' keys are described in
-    :class:`~sora_proxy.store.redis_tasks.RedisTaskQueue`.
+    :class:`~sora_proxy.store.redis_tasks.RedisTaskQueue`, the ledger's in
+    :class:`~sora_proxy.store.redis_ledger.RedisLedger`.
 
     :param client: a ``redis.Redis`` (see :func:`client_from_url`); nothing connects until the
         first call.
@@ -109,6 +111,7 @@ class RedisStore(RedisTaskQueue, Store):
         self._release = client.register_script(_RELEASE)
         self._page = client.register_script(_PAGE)
         self._register_task_scripts()
+        self._register_ledger_scripts()
 
     def _res(self, resource_id: str) -> str:
         return f"{self.prefix}res:{resource_id}"
