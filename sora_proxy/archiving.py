@@ -29,6 +29,7 @@ from .thumbnails import ThumbnailError, make_spritesheet, make_thumbnail
 
 if TYPE_CHECKING:
     from .extension import ProxyState
+    from .handoff import Handoff
 
 log = logging.getLogger("sora_proxy.archive")
 
@@ -143,10 +144,16 @@ def _try_again(task: Task, video_id: str, why: str) -> float | None:
     return time.time() + delay
 
 
-def archived_variant(state: ProxyState, video_id: str, variant: str) -> Response | None:
+def archived_variant(
+    state: ProxyState, video_id: str, variant: str, handoff: Handoff | None = None
+) -> Response | None:
     """``variant`` of ``video_id`` served from the archive (Range, ETag, If-None-Match), or
     ``None`` when the archive does not hold it (not yet copied, past its retention, evicted,
-    or the archive unreachable: the upstream's copy is tried then)."""
+    or the archive unreachable: the upstream's copy is tried then).
+
+    :param handoff: this request's hand-off to nginx, if it has one: a body from a local
+        archive is then sent by nginx (:meth:`~sora_proxy.handoff.Handoff.archived`).
+    """
     if state.archive is None:
         return None
     try:
@@ -156,7 +163,15 @@ def archived_variant(state: ProxyState, video_id: str, variant: str) -> Response
         return None
     if stored is None or time.time() > stored.stored_at + state.settings.archive_days * 86400:
         return None
-    response = archived_response(state.archive, stored, request.headers, method=request.method)
+    archive = state.archive
+    hand_off = None
+    if handoff is not None:
+        hand_off = lambda headers: handoff.archived(  # noqa: E731
+            archive, stored.key, stored.size, headers
+        )
+    response = archived_response(
+        archive, stored, request.headers, method=request.method, hand_off=hand_off
+    )
     # As OpenAI names its downloads (and the upstream's own answer said).
     extension = _EXTENSIONS.get(stored.content_type, "bin")
     response.headers["Content-Disposition"] = f'attachment; filename="{video_id}.{extension}"'

@@ -140,6 +140,9 @@ class FetchedStream:
         self.status = response.status
         #: The response's headers, as the fetched host sent them.
         self.headers: dict[str, str] = dict(response.headers.items())
+        #: The URL that answered (after redirects), and the checked address it answered from.
+        self.url = ""
+        self.address = ""
 
     def iter_chunks(self, chunk_size: int = 1 << 16) -> Iterator[bytes]:
         """Yield the body, refusing once it exceeds the byte cap or the deadline passes."""
@@ -212,6 +215,7 @@ def _follow(
             if not 200 <= response.status < 300:
                 raise _failed(param, f"it returned HTTP {response.status}")
             stream = FetchedStream(response, policy, deadline_at, param)
+            stream.url, stream.address = url, str(pool.host).strip("[]")
             if stream.content_length is not None and stream.content_length > policy.max_bytes:
                 raise _too_large(param, policy.max_bytes)
             yield stream

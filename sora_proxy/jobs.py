@@ -30,6 +30,7 @@ from .dialects import JobState
 from .errors import Conflict, NotFound, ProxyError, ReferenceFetchFailed, UpstreamUnreachable
 from .extension import ProxyState, Records
 from .fetch import FetchPolicy, open_url
+from .handoff import PROBE_RANGE, Handoff, result_target, scrubbed
 from .lifecycle import poll_key, poll_once
 from .store import OwnedResource
 from .streaming import (
@@ -139,9 +140,15 @@ def content(
     method: str,
     variant: str,
     allow_private: bool,
+    handoff: Handoff | None = None,
 ) -> Response:
     """A finished video's bytes (Range passed on): from the upstream's content endpoint with
-    its credentials, or from a result URL with none."""
+    its credentials, or from a result URL with none.
+
+    :param handoff: this request's hand-off to nginx, if it has one. The source is then
+        asked for its first byte only (a probe: its errors, redirects and the error-document
+        check decided here as always), and nginx fetches the caller's bytes from it.
+    """
     video = record.last_object or {}
     if video.get("status") != "completed":
         raise Conflict(
@@ -158,9 +165,13 @@ def content(
             code="variant_unavailable",
         )
     if source.url is not None:
-        return _from_result_url(source.url, incoming, method=method, allow_private=allow_private)
+        return _from_result_url(
+            source.url, incoming, method=method, allow_private=allow_private, handoff=handoff
+        )
     assert source.path is not None
     headers = forwarded_headers(incoming, read_whole=True)
+    if handoff is not None:
+        headers = {"Accept-Encoding": "identity", "Range": PROBE_RANGE}
     response = client.send(upstream, method, source.path, headers=headers)
     if response.status_code >= 400 and response.status_code != 416:
         # The upstream's refusal (gone, not ready) in the caller's envelope, not its own words.
@@ -169,13 +180,20 @@ def content(
         if error is not None:
             raise error
         return small_answer(status, answer_headers, body)
-    return _checked_video(response, method)
+    answer = _checked_video(response, method)
+    if handoff is None:
+        return answer
+    answer.close()
+    handed = handoff.upstream(upstream, source.path, location="fetch")
+    if handed is not None:
+        return handed
+    return _checked_video(client.send(upstream, method, source.path, headers=headers), method)
 
 
 def _checked_video(response: requests.Response, method: str) -> Response:
     """Refuse a "video" that is a JSON error document (a gateway's not-ready answer served as
     a 200 labelled ``video/mp4``): its first byte tells, before anything reaches the caller."""
-    answer = stream_back(response, method=method)
+    answer = scrubbed(stream_back(response, method=method))
     body = answer.response
     if method != "HEAD" and response.status_code < 300 and isinstance(body, StreamedBody):
         if body.peek(1)[:1] in (b"{", b"["):
@@ -187,10 +205,20 @@ def _checked_video(response: requests.Response, method: str) -> Response:
     return answer
 
 
-def _from_result_url(url: str, incoming: Headers, *, method: str, allow_private: bool) -> Response:
-    """Stream a result URL (no credentials, SSRF rules) with the caller's Range."""
+def _from_result_url(
+    url: str,
+    incoming: Headers,
+    *,
+    method: str,
+    allow_private: bool,
+    handoff: Handoff | None = None,
+) -> Response:
+    """Stream a result URL (no credentials, SSRF rules) with the caller's Range; with a
+    hand-off, probe it and let nginx fetch the final hop's URL from the address checked."""
     policy = FetchPolicy(max_bytes=1 << 40, allow_private=allow_private, deadline=3600.0)
     wanted = {name: incoming[name] for name in ("Range", "If-Range") if name in incoming}
+    if handoff is not None:
+        wanted = {"Range": PROBE_RANGE}
     stack = ExitStack()
     try:
         fetched = stack.enter_context(open_url(url, policy, param="video_id", headers=wanted))
@@ -201,6 +229,9 @@ def _from_result_url(url: str, incoming: Headers, *, method: str, allow_private:
             "The upstream's copy of this video could not be fetched (it may have expired).",
             code="upstream_result_unavailable",
         ) from None
+    if handoff is not None:
+        with stack:
+            return handoff.target(result_target(fetched.url, fetched.address), "fetch")
     headers = [(name, fetched.headers[name]) for name in _RESULT_HEADERS if name in fetched.headers]
 
     def body() -> Iterator[bytes]:

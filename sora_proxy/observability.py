@@ -84,6 +84,14 @@ def note_bytes_in(count: int) -> None:
         info.extra["bytes_in"] = count
 
 
+def note_handoff(fields: Mapping[str, Any]) -> None:
+    """Note that nginx sends this answer's bytes (``handoff``, and the size or the host it
+    was handed to), for the log line: nginx's own access log has the bytes it sent."""
+    info = current_info()
+    if info is not None:
+        info.extra["handoff"] = dict(fields)
+
+
 def current_request_id() -> str | None:
     """This request's id, sent upstream as ``X-Request-ID``."""
     info = current_info()
@@ -148,6 +156,7 @@ def finish_request(response: Response) -> Response:
         "bytes_in": request.content_length or info.extra.get("bytes_in", 0),
         "error_code": info.error_code,
     }
+    record.update(info.extra.get("handoff") or {})
     if state.settings.log_prompts and info.prompt is not None:
         record["prompt"] = info.prompt
     metrics = state.metrics

@@ -15,7 +15,7 @@ import requests
 from flask import Response, request
 from marshmallow import Schema
 
-from . import content_urls, idempotency, jobs, tracker
+from . import charges, content_urls, handoff, idempotency, jobs, stream_cap, tracker
 from .archiving import archived_variant, forget_archived
 from .auth import Caller
 from .bodies import media_type, read_form_body, read_json_object
@@ -24,7 +24,7 @@ from .client import forwarded_headers
 from .dialects import EncodedBody, Operation
 from .dialects.openai import form_text
 from .errors import InvalidRequest, NotFound, UnsupportedByUpstream
-from .extension import proxy_state
+from .extension import ProxyState, proxy_state
 from .fetch import open_url
 from .observability import current_request_id, note_caller, note_prompt, note_upstream
 from .paid import PaidRequest, post
@@ -70,6 +70,7 @@ def create_video() -> Response:
             fingerprint=lambda: idempotency.fingerprint("create", params, body.file_digests()),
             caller_model=plan.model,
             asked=plan.fields,
+            charge=charges.for_create(plan, state.catalog),
         ),
     )
 
@@ -115,11 +116,14 @@ def delete_video(video_id: str) -> Response:
         jobs.delete_upstream(state.client, record, upstream, request.headers)
         records.store.forget(video_id)  # forgotten here whatever the upstream said
         forget_archived(state, video_id)
+        state.budgets.forgotten(record)
         return jobs.deleted(video_id)
     status, headers, data = read_answer(_send(upstream, "DELETE", path, caller), method="DELETE")
     if 200 <= status < 300:
         records.store.forget(video_id)
         forget_archived(state, video_id)
+        if record is not None:
+            state.budgets.forgotten(record)
     return small_answer(status, headers, data)
 
 
@@ -129,6 +133,9 @@ def video_content(video_id: str) -> Response:
     With ``?token=`` (a signed content URL, :mod:`sora_proxy.content_urls`) no
     ``Authorization`` is needed, and one that is sent is ignored: the token alone decides,
     as the caller it names, and then everything goes as for that caller's own download.
+    Behind the shipped nginx site with ``SORA_PROXY_HANDOFF=nginx``, the bytes are handed to
+    nginx (:mod:`sora_proxy.handoff`); a stream the proxy sends itself counts against
+    ``SORA_PROXY_STREAMS_PER_CALLER`` (:mod:`sora_proxy.stream_cap`).
     """
     token = request.args.get("token")
     if token is None:
@@ -138,23 +145,58 @@ def video_content(video_id: str) -> Response:
         note_caller(caller.name)
     query = load_or_raise(ContentQuerySchema(), request.args.to_dict())
     query.pop("token", None)  # the proxy's own credential: never sent upstream
-    path = f"/videos/{check_id(video_id, 'video_id')}/content"
+    check_id(video_id, "video_id")
     record, upstream = _video_of(caller, video_id)
+    state = proxy_state()
+    slot = stream_cap.acquire(handoff.stream_key(caller), state.settings.streams_per_caller)
+    try:
+        response = _content(state, caller, record, upstream, video_id, query)
+    except BaseException:
+        if slot is not None:
+            slot.release()
+        raise
+    return response if slot is None else slot.hold(response)
+
+
+def _content(
+    state: ProxyState,
+    caller: Caller,
+    record: OwnedResource | None,
+    upstream: Upstream,
+    video_id: str,
+    query: dict[str, Any],
+) -> Response:
+    """The content answer: from the archive, the job's source, or the upstream, handed to
+    nginx where this request may be."""
+    to_nginx = handoff.for_request(state, caller)
+    path = f"/videos/{video_id}/content"
     variant = query.get("variant", "video")
-    archived = archived_variant(proxy_state(), video_id, variant) if record else None
+    archived = archived_variant(state, video_id, variant, to_nginx) if record else None
     if archived is not None:
         return archived
     if record is not None and upstream.dialect.proxy_owned:
         return jobs.content(
-            proxy_state().client,
+            state.client,
             record,
             upstream,
             request.headers,
             method=request.method,
             variant=variant,
-            allow_private=proxy_state().settings.fetch_allow_private,
+            allow_private=state.settings.fetch_allow_private,
+            handoff=to_nginx,
         )
-    return _stream(upstream, request.method, path, caller, query)
+    if to_nginx is not None:
+        params = {key: str(value) for key, value in query.items()}
+        handed = to_nginx.upstream(
+            upstream,
+            path,
+            params=params,
+            caller_authorization=caller.upstream_authorization,
+            location="relay",
+        )
+        if handed is not None:
+            return handed
+    return handoff.scrubbed(_stream(upstream, request.method, path, caller, query))
 
 
 def create_content_url(video_id: str) -> Response:
@@ -216,6 +258,8 @@ def _video_job(path: str, schema: type[Schema]) -> Response:
     _require_operation(upstream, "edits" if path.endswith("edits") else "extensions")
     if upstream.dialect.proxy_owned:
         raise UnsupportedByUpstream("uploaded edits and extensions", upstream.name)
+    source = _owned_video(caller, by_id)
+    operation = "edit" if path.endswith("edits") else "extend"
     return post(
         caller,
         PaidRequest(
@@ -225,6 +269,7 @@ def _video_job(path: str, schema: type[Schema]) -> Response:
             EncodedBody(upload.body(check), upload.content_type),
             fingerprint=lambda: upload.fingerprint(path, head),
             upload=upload,
+            charge=charges.for_source(operation, source, head.fields, proxy_state().catalog),
         ),
     )
 
@@ -257,6 +302,7 @@ def _post_json_job(
         if operation != "remix":  # the upstream's id would have to replace ours in the body
             raise UnsupportedByUpstream(f"{operation} of its videos", upstream.name)
         path = f"/videos/{record.handle['id']}/remix"
+    charged = {"remix": "remix", "edits": "edit", "extensions": "extend"}[operation]
     return post(
         caller,
         PaidRequest(
@@ -266,6 +312,7 @@ def _post_json_job(
             EncodedBody.json(fields),
             fingerprint=lambda: idempotency.fingerprint(route, fields),
             asked=fields,
+            charge=charges.for_source(charged, record, fields, proxy_state().catalog),
         ),
     )
 
@@ -347,6 +394,14 @@ def create_character_from_url() -> Response:
         )
 
 
+def usage() -> Response:
+    """``GET /v1/usage``: the caller's spending, held amounts and limits, per period."""
+    caller = _caller()
+    return Response(
+        json.dumps(proxy_state().budgets.usage(caller.owner)), mimetype="application/json"
+    )
+
+
 def models() -> Response:
     """``GET /v1/videos/models``: the offered models with their sizes and seconds."""
     _caller()
@@ -372,6 +427,14 @@ def _video_of(caller: Caller, video_id: str) -> tuple[OwnedResource | None, Upst
     ownership = state.records.ownership
     record = ownership.require(caller.owner, video_id, "video")
     return record, ownership.upstream_for(record, state.catalog)
+
+
+def _owned_video(caller: Caller, video_id: str | None) -> OwnedResource | None:
+    """The caller's record of ``video_id`` when there is one (an upload names none)."""
+    records = proxy_state().records
+    if video_id is None or records is None:
+        return None
+    return records.ownership.require(caller.owner, video_id, "video")
 
 
 def _character_upstream(caller: Caller) -> Upstream:

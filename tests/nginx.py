@@ -27,16 +27,24 @@ def nginx_binary() -> str:
     return found
 
 
-def site_config(upstream: str, port: int, log_dir: Path) -> str:
-    """The shipped site with its three documented substitutions (see the file's header)."""
+def site_config(
+    upstream: str, port: int, log_dir: Path, archive_dir: Path, streams_per_caller: int
+) -> str:
+    """The shipped site with its documented substitutions (see the file's header)."""
     text = SITE.read_text()
     for pattern, new in (
         (r"^(\s*)listen 80;", rf"\1listen 127.0.0.1:{port};"),
         (r"^(\s*)server 127\.0\.0\.1:8000;", rf"\1server {upstream};"),
+        (r"^(\s*)alias /var/lib/sora-proxy/archive/;", rf"\1alias {archive_dir}/;"),
     ):
         text, count = re.subn(pattern, new, text, flags=re.MULTILINE)
         if count != 1:
             raise AssertionError(f"{SITE.name}: expected one line matching {pattern!r}")
+    # One per hand-off location; 0 (no cap) leaves nginx nothing to count by, whatever the number.
+    cap = rf"\1limit_conn sora_proxy_streams {streams_per_caller or 8};"
+    text, count = re.subn(r"^(\s+)limit_conn sora_proxy_streams 8;", cap, text, flags=re.M)
+    if count != 3:
+        raise AssertionError(f"{SITE.name}: expected limit_conn in each hand-off location")
     return text.replace("/var/log/nginx/", f"{log_dir}/")
 
 
@@ -45,14 +53,28 @@ class Nginx:
 
     :param upstream: the gunicorn address, ``host:port``.
     :param directory: an empty directory for the config, pid, logs and temporary files.
+    :param archive_dir: the proxy's local archive folder (``SORA_PROXY_ARCHIVE_URL``), which
+        the hand-off location serves; a folder under ``directory`` when the test has none.
+    :param streams_per_caller: the site's ``limit_conn`` number, as the proxy's
+        ``SORA_PROXY_STREAMS_PER_CALLER`` (0: no cap, the proxy then sends no key).
     """
 
-    def __init__(self, upstream: str, directory: Path) -> None:
+    def __init__(
+        self,
+        upstream: str,
+        directory: Path,
+        *,
+        archive_dir: Path | None = None,
+        streams_per_caller: int = 0,
+    ) -> None:
         self.directory = directory
         self.port = free_port()
         self.access_log = directory / "sora-proxy.access.log"
         self.error_log = directory / "error.log"
-        (directory / "site.conf").write_text(site_config(upstream, self.port, directory))
+        site = site_config(
+            upstream, self.port, directory, archive_dir or directory / "archive", streams_per_caller
+        )
+        (directory / "site.conf").write_text(site)
         (directory / "nginx.conf").write_text(self._main_config())
         self._out = open(directory / "nginx.out", "wb")  # noqa: SIM115
         self.process = subprocess.Popen(

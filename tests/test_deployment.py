@@ -41,7 +41,12 @@ def store_url(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def proxy(sim, store_url, tmp_path_factory):
+def archive_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("archive")
+
+
+@pytest.fixture(scope="module")
+def proxy(sim, store_url, archive_dir, tmp_path_factory):
     server = Gunicorn(
         {
             "SORA_PROXY_UPSTREAM_URL": sim.base_url,
@@ -49,6 +54,9 @@ def proxy(sim, store_url, tmp_path_factory):
             "SORA_PROXY_API_KEYS": f"dep:{KEY}",
             "SORA_PROXY_TRUSTED_PROXIES": "1",
             "SORA_PROXY_STORE_URL": store_url,
+            # As documented: downloads are handed to nginx, so they hold no gunicorn thread.
+            "SORA_PROXY_HANDOFF": "nginx",
+            "SORA_PROXY_ARCHIVE_URL": str(archive_dir),
         },
         tmp_path_factory.mktemp("gunicorn") / "gunicorn.log",
     )
@@ -58,8 +66,9 @@ def proxy(sim, store_url, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def nginx(proxy, tmp_path_factory):
-    with Nginx(f"127.0.0.1:{proxy.port}", tmp_path_factory.mktemp("nginx")) as server:
+def nginx(proxy, archive_dir, tmp_path_factory):
+    directory = tmp_path_factory.mktemp("nginx")
+    with Nginx(f"127.0.0.1:{proxy.port}", directory, archive_dir=archive_dir) as server:
         yield server
     assert "[alert]" not in server.logs() and "[emerg]" not in server.logs()
 
@@ -157,29 +166,51 @@ def test_50_mb_upload_to_edits_is_streamed_byte_for_byte(nginx, sim):
     assert recorded.form["prompt"] == ["Snow"]
 
 
-def test_a_bad_upload_is_refused_while_it_is_still_being_sent(nginx, sim):
-    # Unbuffered uploads: the proxy sees the first bytes at once and refuses a file that is
-    # not a video, with 99 of the 100 announced MB never sent (nginx buffering the body would
-    # wait for all of them).
+def test_a_bad_upload_is_refused_before_the_upstream_is_paid(nginx, sim):
+    # nginx buffers uploads (a slow uploader holds no gunicorn thread), so the proxy sees the
+    # body once nginx has it all, then refuses a file that is not a video before sending
+    # anything upstream.
     boundary = "bad-upload"
-    head = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="prompt"\r\n\r\nSnow\r\n'
-        f'--{boundary}\r\nContent-Disposition: form-data; name="video"; filename="a.mp4"\r\n'
-        "Content-Type: video/mp4\r\n\r\n"
-    ).encode()
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="prompt"\r\n\r\nSnow\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="video"; filename="a.mp4"\r\n'
+            "Content-Type: video/mp4\r\n\r\n"
+        ).encode()
+        + bytes(5 * MB)
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    before = len(sim.state.requests)
+    response = requests.post(
+        f"{nginx.url}/v1/videos/edits",
+        data=body,
+        timeout=30,
+        headers={**AUTH, "Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    assert response.status_code == 400, response.text
+    assert response.headers["Content-Type"].startswith("application/json")
+    assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+    assert len(sim.state.requests) == before  # nothing reached the upstream
+
+
+def test_nginx_refuses_an_over_size_upload_in_the_envelope(nginx, sim):
     before = len(sim.state.requests)
     with socket.create_connection(("127.0.0.1", nginx.port), timeout=10) as conn:
         conn.sendall(
             f"POST /v1/videos/edits HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {KEY}\r\n"
-            f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
-            f"Content-Length: {100 * MB}\r\n\r\n".encode()
-            + head
-            + bytes(MB)
+            "Content-Type: multipart/form-data; boundary=x\r\n"
+            f"Content-Length: {300 * MB}\r\n\r\n".encode()
         )
-        answer = conn.recv(65536)
-    assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
-    assert b"Content-Type: application/json" in answer.partition(b"\r\n\r\n")[0]
-    assert len(sim.state.requests) == before  # nothing reached the upstream
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413 "), head
+    assert json.loads(body)["error"]["code"] == "request_too_large"
+    assert len(sim.state.requests) == before
 
 
 def test_client_address_and_request_id_reach_the_proxy_log(nginx, proxy):

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import errno
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Literal
 
 from flask import Response
 from werkzeug.datastructures import Headers
-from werkzeug.http import http_date, parse_range_header
+from werkzeug.http import http_date, parse_date, parse_range_header
 from werkzeug.sansio.http import is_resource_modified
 
 from ..errors import InvalidRequest
@@ -31,6 +31,9 @@ log = logging.getLogger("sora_proxy.archive")
 CACHE_CONTROL = "private, max-age=3600"
 
 Span = tuple[int, int] | Literal["whole", "unsatisfiable"]
+#: Sends the body elsewhere (nginx, :mod:`sora_proxy.handoff`) given the decided headers:
+#: the answer to return, or ``None`` to stream it here after all.
+HandOff = Callable[[Headers], Response | None]
 
 
 class ArchivedResponse(Response):
@@ -40,7 +43,12 @@ class ArchivedResponse(Response):
 
 
 def archived_response(
-    archive: Archive, obj: ArchivedObject, incoming: Headers, *, method: str
+    archive: Archive,
+    obj: ArchivedObject,
+    incoming: Headers,
+    *,
+    method: str,
+    hand_off: HandOff | None = None,
 ) -> Response:
     """``obj`` answered to a request with headers ``incoming`` (a ``GET`` or a ``HEAD``).
 
@@ -53,6 +61,11 @@ def archived_response(
     - Several ranges, a malformed one or another unit: the whole object, ``200`` (allowed by
       RFC 9110 §14.2; multipart/byteranges answers are rare and not worth their cost here).
     - ``HEAD``: the same status and headers, no body, nothing read.
+
+    :param hand_off: when a ``GET``'s body is to be sent and nginx, answering the client's
+        own ``Range`` and ``If-Range`` itself, picks the same bytes (see
+        :func:`_nginx_agrees`), called with the headers decided so far (ETag,
+        Last-Modified, Cache-Control, Content-Type); its answer is returned unless ``None``.
     """
     last_modified = datetime.fromtimestamp(int(obj.stored_at), UTC)
     headers = Headers(
@@ -81,6 +94,14 @@ def archived_response(
             headers={"Content-Range": f"bytes */{obj.size}", **headers},
         )
     headers["Content-Type"] = obj.content_type or DEFAULT_CONTENT_TYPE
+    if (
+        hand_off is not None
+        and method == "GET"
+        and _nginx_agrees(span, incoming, obj, last_modified)
+    ):
+        handed = hand_off(headers)
+        if handed is not None:
+            return handed
     if span == "whole":
         start, stop, status = 0, obj.size, 200
     else:
@@ -118,6 +139,29 @@ def _span(obj: ArchivedObject, incoming: Headers, last_modified: datetime) -> Sp
     if start >= obj.size:
         return "unsatisfiable"
     return start, obj.size if stop is None else min(stop, obj.size)
+
+
+def _nginx_agrees(
+    span: Span, incoming: Headers, obj: ArchivedObject, last_modified: datetime
+) -> bool:
+    """Whether nginx's static files (``max_ranges 1``, the proxy's ETag and Last-Modified
+    added back) answer the client's own ``Range``/``If-Range`` with the bytes of ``span``.
+
+    They agree without a ``Range``, and on one valid range whose ``If-Range`` (if any) is
+    the ETag itself or exactly the Last-Modified date. Where the proxy sends the whole
+    object despite a ``Range`` (malformed, several, a failed ``If-Range``), nginx might
+    answer 416 or a range: such rare requests are streamed by the proxy.
+    """
+    if not incoming.get("Range"):
+        return True
+    if span == "whole":
+        return False
+    if_range = (incoming.get("If-Range") or "").strip()
+    if not if_range:
+        return True
+    if if_range.endswith('"'):
+        return if_range == f'"{obj.etag}"'
+    return parse_date(if_range) == last_modified
 
 
 def _body(chunks: Iterator[bytes], length: int, key: str) -> Iterator[bytes]:
