@@ -30,6 +30,7 @@ from werkzeug.sansio.multipart import (
 )
 
 from .errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+from .offload import cpu_bound
 
 _BRACKETED = re.compile(r"^(?P<head>[^\[\]]+)(?P<rest>(?:\[[^\[\]]*\])+)$")
 _SEGMENT = re.compile(r"\[([^\[\]]*)\]")
@@ -53,14 +54,16 @@ class FormBody:
 
     def file_digests(self) -> dict[str, str]:
         """The sha256 of each file part (for idempotency fingerprints), streams rewound."""
-        digests = {}
-        for name, upload in self.files.items():
-            digest = hashlib.sha256()
-            while chunk := upload.stream.read(READ_SIZE):
-                digest.update(chunk)
-            upload.stream.seek(0)
-            digests[name] = digest.hexdigest()
-        return digests
+        return {name: cpu_bound(_digest, upload.stream) for name, upload in self.files.items()}
+
+
+def _digest(stream: IO[bytes]) -> str:
+    """The sha256 of ``stream``'s bytes, rewound afterwards (CPU work: off gevent's loop)."""
+    digest = hashlib.sha256()
+    while chunk := stream.read(READ_SIZE):
+        digest.update(chunk)
+    stream.seek(0)
+    return digest.hexdigest()
 
 
 def media_type(request: Request) -> str:

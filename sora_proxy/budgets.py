@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -92,7 +94,12 @@ class Budgets:
         self._store = store if follows_videos else None
         self._writes = writes
         self._check_config(settings, follows_videos)
-        self._rates = MovingWindowRateLimiter(_rate_storage(settings))
+        if not _rate_uri(settings).startswith("memory://"):
+            _rate_storage(settings)  # a bad URI stops start-up, here (memory: made per process)
+        self._settings = settings
+        self._limiter: MovingWindowRateLimiter | None = None
+        self._limiter_pid = -1
+        self._limiter_lock = threading.Lock()
 
     def _check_config(self, settings: Settings, follows_videos: bool) -> None:
         configured = [limits_of(self._entries, name) for name in self._entries]
@@ -173,6 +180,18 @@ class Budgets:
             error_type="insufficient_quota",
             headers={"x-should-retry": "false", "Retry-After": str(_until_next(name, now))},
         )
+
+    @property
+    def _rates(self) -> MovingWindowRateLimiter:
+        """This process's rate limiter, made on first use after a fork: a memory storage runs
+        a timer thread, which must belong to the worker, not to the master that built the app."""
+        pid = os.getpid()
+        if self._limiter is None or self._limiter_pid != pid:
+            with self._limiter_lock:
+                if self._limiter is None or self._limiter_pid != pid:
+                    self._limiter = MovingWindowRateLimiter(_rate_storage(self._settings))
+                    self._limiter_pid = pid
+        return self._limiter
 
     def _count_rate(self, owner: str, per_minute: int) -> None:
         item = limits.RateLimitItemPerMinute(per_minute)
@@ -432,9 +451,8 @@ def _seconds(value: Any) -> float | None:
     return seconds if math.isfinite(seconds) and seconds > 0 else None
 
 
-def _rate_storage(settings: Settings) -> Storage:
-    """The ``limits`` storage: the setting, else the store's Redis, else this process's memory
-    (per worker: with several workers on one host, each counts its own share)."""
+def _rate_uri(settings: Settings) -> str:
+    """Where rates are counted: the setting, else the store's Redis, else ``memory://``."""
     uri = settings.rate_limit_storage
     store_url = settings.store_url or ""
     scheme = urlsplit(store_url).scheme.lower() if "://" in store_url else ""
@@ -442,7 +460,13 @@ def _rate_storage(settings: Settings) -> Storage:
         uri = store_url
     elif uri is None and scheme == "unix":
         uri = "redis+unix://" + store_url[len("unix://") :]
-    uri = uri or "memory://"
+    return uri or "memory://"
+
+
+def _rate_storage(settings: Settings) -> Storage:
+    """The ``limits`` storage: the setting, else the store's Redis, else this process's memory
+    (per worker: with several workers on one host, each counts its own share)."""
+    uri = _rate_uri(settings)
     try:
         if uri.startswith("memory://"):
             storage = storage_from_string(uri)

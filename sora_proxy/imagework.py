@@ -5,8 +5,9 @@ of decoding is estimated from the header (:func:`plan_decode`) before Pillow is 
 is decoded at the smallest DCT scale that still covers the target (libjpeg's ``draft`` mode),
 big reductions are done in strips so no full-size converted copy is ever made, modes are
 converted after resizing, and the EXIF rotation is applied to the small result. All of it
-runs in :data:`GATE`, which lets a worker process decode only a few images at once and hands
-the memory each one freed back to the system as it ends.
+runs in :data:`GATE`, which lets a worker process decode only a few images at once, off
+gevent's event loop under gevent workers, and hands the memory each one freed back to the
+system as it ends.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Literal, TypeVar
 from PIL import Image
 
 from .imageinfo import SWAPPING_ORIENTATIONS, BadImage, ImageInfo
+from .offload import cpu_bound
 
 T = TypeVar("T")
 Fit = Literal["cover", "contain"]
@@ -94,17 +96,23 @@ class ImageGate:
         """Run ``job`` when a slot is free and return its result.
 
         ``job`` should keep its images in its own locals, so they are garbage by the time it
-        returns and the trim can give their memory back.
+        returns and the trim can give their memory back. Under gevent it runs in a native
+        thread (:func:`~sora_proxy.offload.cpu_bound`); the slot is taken here, in the
+        caller's greenlet, so the limit holds either way.
         """
         with self._slots:
-            try:
-                return job()
-            except BaseException as error:
-                # The traceback holds the job's frames and so its half-decoded images.
-                traceback.clear_frames(error.__traceback__)
-                raise
-            finally:
-                release_free_memory()
+            return cpu_bound(_run_and_trim, job)
+
+
+def _run_and_trim(job: Callable[[], T]) -> T:
+    try:
+        return job()
+    except BaseException as error:
+        # The traceback holds the job's frames and so its half-decoded images.
+        traceback.clear_frames(error.__traceback__)
+        raise
+    finally:
+        release_free_memory()
 
 
 #: The gate every reference image goes through in this process.

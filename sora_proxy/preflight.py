@@ -22,7 +22,16 @@ from .settings import PREFIX, environment_config, known_setting_names
 
 #: Read by ``config/gunicorn.conf.py`` and ``sora-proxy serve``, not by the extension.
 DEPLOYMENT_NAMES = frozenset(
-    PREFIX + name for name in ("BIND", "THREADS", "LOG_LEVEL", "ACCESS_LOG", "SIMULATOR_PORT")
+    PREFIX + name
+    for name in (
+        "BIND",
+        "THREADS",
+        "LOG_LEVEL",
+        "ACCESS_LOG",
+        "SIMULATOR_PORT",
+        "WORKER_CLASS",
+        "WORKER_CONNECTIONS",
+    )
 )
 DEFAULT_BIND = "127.0.0.1:8000"
 DEFAULT_THREADS = 16

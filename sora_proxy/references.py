@@ -35,6 +35,7 @@ from .imageinfo import (
     read_info,
 )
 from .inline import decode_base64, decode_data_uri, too_large
+from .offload import cpu_bound
 from .sizing import VideoSize
 
 T = TypeVar("T")
@@ -107,12 +108,17 @@ def sniff_image_type(data: bytes) -> str | None:
 def load_image(data: bytes, *, param: str = PARAM) -> ReferenceImage:
     """Read the header of a PNG, JPEG or WebP image: its type, pixel size and orientation.
 
-    No pixel is decoded here; a PNG's chunks are checked through IEND. :func:`fit_image`
+    No pixel is decoded here; a PNG's chunks are checked through IEND (off gevent's event
+    loop under gevent workers: a 20 MiB PNG's CRCs take milliseconds). :func:`fit_image`
     checks (or decodes) the rest.
 
     :raises InvalidRequest: not one of the three types (``invalid_image``), a malformed
         header, or more than :data:`MAX_PIXELS` (``image_too_large``).
     """
+    return cpu_bound(_load_image, data, param)
+
+
+def _load_image(data: bytes, param: str) -> ReferenceImage:
     mime_type = sniff_image_type(data)
     if mime_type is None:
         raise InvalidRequest(
@@ -165,7 +171,7 @@ def resolve_reference(value: Any, policy: FetchPolicy, *, param: str = PARAM) ->
         )
     text = value.strip()
     if text[:5].lower() == "data:":
-        data = decode_data_uri(text, max_bytes=policy.max_bytes, param=param)
+        data = cpu_bound(decode_data_uri, text, max_bytes=policy.max_bytes, param=param)
     elif ":" in text:
         # Base64 has no colon, so anything with one is a URL of some scheme: fetch.py
         # accepts http(s) and refuses the rest with a clear reason.
@@ -179,7 +185,7 @@ def resolve_reference(value: Any, policy: FetchPolicy, *, param: str = PARAM) ->
             code="invalid_reference_url",
         )
     else:
-        data = decode_base64(text, max_bytes=policy.max_bytes, param=param)
+        data = cpu_bound(decode_base64, text, max_bytes=policy.max_bytes, param=param)
     return load_image(data, param=param)
 
 

@@ -13,6 +13,9 @@ tiles, or its timestamps end early (a truncated file), the last frame found is r
 sheet always has all six tiles, so readers can rely on its layout. A file cut short whose index
 is at its start (``faststart``, as generated videos are) still gives both images; one whose index
 was at its end cannot be opened (:class:`ThumbnailError`).
+
+Decoding takes a good part of a second for a long video: under gevent workers it runs in a
+native thread (:func:`~sora_proxy.offload.cpu_bound`), off the worker's event loop.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from av.container import InputContainer
 from av.video.frame import VideoFrame
 from av.video.stream import VideoStream
 from PIL import Image
+
+from .offload import cpu_bound
 
 COLUMNS = 3
 ROWS = 2
@@ -49,6 +54,10 @@ def make_thumbnail(video_path: str | os.PathLike[str]) -> bytes:
 
     :raises ThumbnailError: not a decodable video, or its frames are over 8192 on a side.
     """
+    return cpu_bound(_make_thumbnail, video_path)
+
+
+def _make_thumbnail(video_path: str | os.PathLike[str]) -> bytes:
     with _opened(video_path) as (container, stream):
         size = _fit(_display_size(stream), THUMBNAIL_MAX_SIDE)
         (image,) = _images_at(container, stream, [0.0], size)
@@ -61,6 +70,10 @@ def make_spritesheet(video_path: str | os.PathLike[str]) -> bytes:
 
     :raises ThumbnailError: not a decodable video, or its frames are over 8192 on a side.
     """
+    return cpu_bound(_make_spritesheet, video_path)
+
+
+def _make_spritesheet(video_path: str | os.PathLike[str]) -> bytes:
     with _opened(video_path) as (container, stream):
         width, height = _fit(_display_size(stream), TILE_MAX_SIDE)
         tiles = COLUMNS * ROWS

@@ -14,6 +14,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+from ..offload import cpu_bound
 from .base import (
     CHUNK_SIZE,
     DEFAULT_CONTENT_TYPE,
@@ -68,7 +69,8 @@ class LocalArchive(Archive):
                         out.write(chunk)
                 with _failing(key, "write"):
                     out.flush()
-                    os.fsync(out.fileno())
+                    # Writing a whole video's dirty pages out can take seconds: off gevent's loop.
+                    cpu_bound(os.fsync, out.fileno())
                     written = os.fstat(out.fileno())
             stored = ArchivedObject(
                 key, written.st_size, hasher.hexdigest(), content_type, time.time()
@@ -195,23 +197,28 @@ class LocalArchive(Archive):
 
     def _reindex(self, key: str, path: Path, content_type: str) -> ArchivedObject | None:
         """Describe ``path`` from its bytes and rewrite its sidecar (see the class docstring)."""
-        hasher = hashlib.sha256()
         try:
-            with open(path, "rb") as source:
-                while chunk := source.read(CHUNK_SIZE):
-                    hasher.update(chunk)
-                status = os.fstat(source.fileno())
+            # A whole video read and hashed: seconds for a large one, off gevent's loop.
+            digest, status = cpu_bound(_hash_file, path)
         except FileNotFoundError:
             return None
         except OSError as error:
             raise ArchiveError(
                 f"could not read {key} in the local archive: {error.strerror}"
             ) from error
-        digest = hasher.hexdigest()
         stored = ArchivedObject(key, status.st_size, digest, content_type, status.st_mtime)
         with suppress(OSError):  # a read-only archive still answers; it rehashes next time
             _write_meta(path, stored, status)
         return stored
+
+
+def _hash_file(path: Path) -> tuple[str, os.stat_result]:
+    """The SHA-256 of the file at ``path`` and its status as read."""
+    hasher = hashlib.sha256()
+    with open(path, "rb") as source:
+        while chunk := source.read(CHUNK_SIZE):
+            hasher.update(chunk)
+        return hasher.hexdigest(), os.fstat(source.fileno())
 
 
 @contextmanager
