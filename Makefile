@@ -52,8 +52,12 @@ clean:
 
 # `make bench`: install what the benchmark needs (wrk, nginx, LiteLLM in bench/.litellm-venv,
 # matplotlib), then run sora_proxy, nginx and LiteLLM side by side on 127.0.0.1 and write
-# bench/results/latest.{md,png,json}. BENCH_ARGS=--quick for a short smoke run.
+# bench/results/latest.{md,png,json}; then slow clients (bench/slow_clients.py: slow readers
+# and uploaders against a probe, through nginx and directly) to bench/results/slow_clients.*.
+# BENCH_ARGS=--quick for a short smoke run of both (other BENCH_ARGS go to run.py only);
+# SLOW_CLIENTS_ARGS go to slow_clients.py (e.g. --modes nginx, --grid "nginx=1024x256").
 .PHONY: bench
 bench: $(TEST_STAMP)
 	bash bench/install.sh
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+	$(BIN)/python bench/slow_clients.py $(filter --quick,$(BENCH_ARGS)) $(SLOW_CLIENTS_ARGS)

@@ -8,7 +8,9 @@ The upstream front answers what a proxy must relay as fast as a server can, so t
 never what limits a figure:
 
 * ``GET /v1/videos/{id}``: a canned, completed Video object echoing ``{id}``;
-* ``GET /v1/videos/{id}/content``: one static 1 GiB MP4-headed file, by ``sendfile``;
+* ``GET /v1/videos/{id}/content``: one static 1 GiB MP4-headed file, by ``sendfile``
+  (``?variant=thumbnail|spritesheet``: the simulator's small sample images, so a proxy
+  archiving the video copies those, not the 1 GiB file thrice);
 * ``POST /v1/videos/edits``: relayed unbuffered to :mod:`sink`, which reads the whole body
   before it answers a new Video (nginx's own ``return`` would answer before the body is in);
 * everything else (``POST /v1/videos``, create with a reference image): the repo's simulator,
@@ -17,9 +19,11 @@ never what limits a figure:
 
 from __future__ import annotations
 
+import inspect
 import os
 import shutil
 import signal
+import sys
 from pathlib import Path
 
 from procs import Service, free_port
@@ -32,6 +36,11 @@ VIDEO_JSON = (
 )
 
 
+#: The simulator's sample thumbnail and spritesheet, served for ``?variant=``.
+ASSETS = Path(__file__).resolve().parent.parent / "sora_proxy" / "simulator" / "assets"
+THUMBNAIL, SPRITESHEET = "thumbnail.webp", "spritesheet.webp"
+
+
 def nginx_binary() -> str:
     """The nginx executable (Debian puts it in /usr/sbin, which may not be on PATH)."""
     found = shutil.which("nginx") or (
@@ -42,16 +51,18 @@ def nginx_binary() -> str:
     return found
 
 
-def _main_config(directory: Path, workers: int, http_body: str) -> str:
+def _main_config(directory: Path, workers: int, http_body: str, connections: int = 1024) -> str:
     user = "user root;" if os.geteuid() == 0 else ""
+    # Each connection may hold two descriptors (a client, a proxied connection) and a file.
     return f"""\
 {user}
 daemon off;
 master_process on;
 worker_processes {workers};
+worker_rlimit_nofile {max(4096, 3 * connections)};
 pid {directory}/nginx.pid;
 error_log {directory}/error.log warn;
-events {{ worker_connections 1024; }}
+events {{ worker_connections {connections}; }}
 http {{
     default_type application/octet-stream;
     client_body_temp_path {directory}/client_body;
@@ -68,11 +79,13 @@ http {{
 """
 
 
-def start_nginx(name: str, directory: Path, http_body: str, workers: int, port: int) -> Service:
+def start_nginx(
+    name: str, directory: Path, http_body: str, workers: int, port: int, connections: int = 1024
+) -> Service:
     """Write the configuration into ``directory`` (created) and start nginx on ``port``."""
     directory.mkdir(parents=True, exist_ok=True)
     config = directory / "nginx.conf"
-    config.write_text(_main_config(directory, workers, http_body))
+    config.write_text(_main_config(directory, workers, http_body, connections))
     argv = [
         nginx_binary(),
         "-p",
@@ -91,6 +104,8 @@ def upstream_front(
     """The fast upstream: canned retrieve, static content, edits to the sink, the rest to the
     simulator."""
     port = free_port()
+    for name in (THUMBNAIL, SPRITESHEET):  # what an archive copy of the video also takes
+        shutil.copyfile(ASSETS / name, large_file.parent / name)
     video = VIDEO_JSON.replace('"', '\\"')
     body = f"""\
     upstream simulator {{ server 127.0.0.1:{simulator_port}; keepalive 32; }}
@@ -110,9 +125,12 @@ def upstream_front(
         }}
         location ~ "^/v1/videos/[A-Za-z0-9_.-]+/content$" {{
             root {large_file.parent};
-            types {{ }}
+            types {{ image/webp webp; }}
             default_type video/mp4;
-            try_files /{large_file.name} =404;
+            set $variant_file /{large_file.name};
+            if ($arg_variant = thumbnail) {{ set $variant_file /{THUMBNAIL}; }}
+            if ($arg_variant = spritesheet) {{ set $variant_file /{SPRITESHEET}; }}
+            try_files $variant_file =404;
         }}
         location = /v1/videos/edits {{
             proxy_pass http://sink;
@@ -159,3 +177,49 @@ def plain_proxy(directory: Path, upstream_port: int, workers: int = 2) -> Servic
     }}
 """
     return start_nginx("nginx proxy_pass", directory, body, workers, port)
+
+
+def shipped_site(gunicorn: str, port: int, directory: Path, archive_dir: Path) -> str:
+    """``config/nginx/sora-proxy.conf`` substituted exactly as ``tests/nginx.py`` does it (its
+    ``site_config``). Parameters it has beyond the first three: one naming an archive gets
+    ``archive_dir`` (the hand-off's internal location aliases it), one naming streams gets
+    0 (no per-caller cap: every slow client of the benchmark is one caller)."""
+    tests = str(Path(__file__).resolve().parent.parent / "tests")
+    if tests not in sys.path:
+        sys.path.append(tests)
+    from nginx import site_config  # tests/nginx.py
+
+    extra: dict[str, object] = {}
+    for name, parameter in list(inspect.signature(site_config).parameters.items())[3:]:
+        if "archive" in name:
+            extra[name] = archive_dir
+        elif "stream" in name:
+            extra[name] = 0
+        elif parameter.default is inspect.Parameter.empty:
+            raise RuntimeError(f"tests/nginx.py site_config() has a new parameter {name!r}")
+    text: str = site_config(gunicorn, port, directory, **extra)
+    return text
+
+
+def documented_site(
+    directory: Path,
+    gunicorn_port: int,
+    archive_dir: Path,
+    *,
+    workers: int = 2,
+    connections: int = 1024,
+) -> Service:
+    """The documented deployment's nginx: the shipped site included in an ``http {}`` like
+    Debian's ``nginx.conf`` (mime types, sendfile, gzip on), ``workers`` processes of
+    ``connections`` connections each."""
+    port = free_port()
+    directory.mkdir(parents=True, exist_ok=True)
+    site = directory / "site.conf"
+    site.write_text(shipped_site(f"127.0.0.1:{gunicorn_port}", port, directory, archive_dir))
+    mime = Path("/etc/nginx/mime.types")
+    body = f"""\
+    {f"include {mime};" if mime.exists() else ""}
+    gzip on;
+    include {site};
+"""
+    return start_nginx("nginx (shipped site)", directory, body, workers, port, connections)

@@ -126,6 +126,10 @@ class Service:
         """The server's own processes: everything below the ``timeout`` wrapper."""
         return descendants(self.process.pid)
 
+    def exited(self) -> bool:
+        """Whether the server has exited."""
+        return self.process.poll() is not None
+
     def log_tail(self, lines: int = 30) -> str:
         """The last lines of the server's output."""
         self._log.flush()
@@ -150,3 +154,39 @@ class Service:
         if self.process.poll() is None:
             self.process.wait()
         self._log.close()
+
+
+class ServiceGroup:
+    """Several services measured as one system (nginx in front of gunicorn): the first is the
+    front, whose port and URL are the group's; :meth:`pids` are all of theirs."""
+
+    def __init__(self, name: str, services: list[Service]) -> None:
+        self.name = name
+        self.services = services
+
+    @property
+    def port(self) -> int:
+        """The front's port."""
+        return self.services[0].port
+
+    @property
+    def url(self) -> str:
+        """The front's URL."""
+        return self.services[0].url
+
+    def pids(self) -> list[int]:
+        """Every process of every service."""
+        return [pid for service in self.services for pid in service.pids()]
+
+    def exited(self) -> bool:
+        """Whether any of the services has exited."""
+        return any(service.exited() for service in self.services)
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The last lines of each service's output."""
+        return "\n".join(f"{s.name}:\n{s.log_tail(lines)}" for s in self.services)
+
+    def stop(self, grace: float = 15.0) -> None:
+        """Stop every service, the front first."""
+        for service in self.services:
+            service.stop(grace)

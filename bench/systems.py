@@ -5,6 +5,10 @@
   pass-through mode (the caller's ``Authorization`` goes upstream, nothing stored);
 * ``sora_proxy_keyed``: the same with caller keys, an upstream key and the SQLite store, so
   every by-id call checks ownership and every answer is recorded;
+* ``sora_proxy_nginx``: the documented deployment, the shipped nginx site
+  (``config/nginx/sora-proxy.conf``) in front of the keyed gunicorn with the hand-off to
+  nginx; its downloads are of a video it archived (nginx serving that file by itself is the
+  upstream alone's download: the same bytes by ``sendfile``);
 * ``nginx``: a plain ``proxy_pass`` (2 workers, no buffering, keep-alive upstream);
 * ``litellm``: LiteLLM's proxy (uvicorn, 2 workers) from ``bench/.litellm-venv``, one
   ``openai/sora-2`` model pointing at the upstream.
@@ -13,13 +17,14 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nginx_sites import plain_proxy, upstream_front
-from procs import Service, free_port
+from nginx_sites import documented_site, plain_proxy, upstream_front
+from procs import Service, ServiceGroup, children, free_port
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -40,11 +45,20 @@ _NO_EGRESS = {
     "no_proxy": "127.0.0.1,localhost",
 }
 
-ORDER = ("upstream", "sora_proxy", "sora_proxy_keyed", "nginx", "litellm", "litellm_1w")
+ORDER = (
+    "upstream",
+    "sora_proxy",
+    "sora_proxy_keyed",
+    "sora_proxy_nginx",
+    "nginx",
+    "litellm",
+    "litellm_1w",
+)
 LABELS = {
     "upstream": "upstream alone",
     "sora_proxy": "sora_proxy",
     "sora_proxy_keyed": "sora_proxy (keyed)",
+    "sora_proxy_nginx": "sora_proxy behind nginx",
     "nginx": "nginx",
     "litellm": "LiteLLM",
     "litellm_1w": "LiteLLM (1 worker)",
@@ -56,10 +70,12 @@ class System:
     """A running system: where to send requests, with which headers, whose RSS to sample."""
 
     key: str
-    service: Service
+    service: Service | ServiceGroup
     headers: dict[str, str] = field(default_factory=dict)
     #: What the report says about the system's set-up.
     note: str = ""
+    #: The archive folder, for a system whose downloads are of archived videos.
+    archive: Path | None = None
 
     @property
     def label(self) -> str:
@@ -138,26 +154,62 @@ def start_upstream(work: Path, simulator: Service, sink: Service, large_file: Pa
     )
 
 
+def keyed_settings(upstream_url: str, directory: Path) -> dict[str, str]:
+    """Caller key ``bench`` (:data:`CALLER_KEY`), the upstream key, the SQLite store, the spool
+    and the archive, all under ``directory`` (never the checkout's instance folder)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    return {
+        "SORA_PROXY_UPSTREAM_URL": upstream_url,
+        "SORA_PROXY_API_KEYS": f"bench:{CALLER_KEY}",
+        "SORA_PROXY_UPSTREAM_API_KEY": UPSTREAM_KEY,
+        "SORA_PROXY_STORE_URL": f"sqlite:///{directory / 'sora_proxy.sqlite3'}",
+        "SORA_PROXY_SPOOL_DIR": str(directory / "spool"),
+        "SORA_PROXY_ARCHIVE_URL": f"file://{directory / 'archive'}",
+    }
+
+
+def start_gunicorn(
+    name: str, log_path: Path, settings: dict[str, str], workers: int = WORKERS
+) -> Service:
+    """``gunicorn -c config/gunicorn.conf.py wsgi:app`` with ``settings`` (and nothing else
+    ``SORA_PROXY_*`` from this environment) on a free port."""
+    port = free_port()
+    env = _env(
+        {
+            "SORA_PROXY_BIND": f"127.0.0.1:{port}",
+            "WEB_CONCURRENCY": str(workers),
+            "SORA_PROXY_ACCESS_LOG": "",
+            **settings,
+        }
+    )
+    argv = [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.conf.py", "wsgi:app"]
+    return Service(name, argv, port, log_path, env=env, cwd=REPO)
+
+
+def gunicorn_workers(service: Service) -> list[int]:
+    """The gunicorn master's children (its workers) under ``service``'s ``timeout`` wrapper."""
+    masters = children(service.process.pid)
+    return sorted(pid for master in masters for pid in children(master))
+
+
+def gunicorn_worker_class(service: Service) -> str:
+    """The worker class gunicorn says it uses (``Using worker: gthread``), or ``?``."""
+    try:
+        text = service.log_path.read_text(errors="replace")
+    except OSError:
+        return "?"
+    found = re.findall(r"Using worker: (\S+)", text)
+    return found[-1] if found else "?"
+
+
 def start_sora_proxy(work: Path, upstream: System, *, keyed: bool = False) -> System:
     """sora_proxy under gunicorn with the shipped config, pass-through or keyed."""
-    port = free_port()
-    settings = {
-        "SORA_PROXY_UPSTREAM_URL": f"{upstream.url}/v1",
-        "SORA_PROXY_BIND": f"127.0.0.1:{port}",
-        "WEB_CONCURRENCY": str(WORKERS),
-        "SORA_PROXY_ACCESS_LOG": "",
-    }
-    if keyed:
-        settings.update(
-            {
-                "SORA_PROXY_API_KEYS": f"bench:{CALLER_KEY}",
-                "SORA_PROXY_UPSTREAM_API_KEY": UPSTREAM_KEY,
-                "SORA_PROXY_STORE_URL": f"sqlite:///{work / 'sora_proxy.sqlite3'}",
-            }
-        )
     key = "sora_proxy_keyed" if keyed else "sora_proxy"
-    argv = [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.conf.py", "wsgi:app"]
-    service = Service(LABELS[key], argv, port, work / f"{key}.log", env=_env(settings), cwd=REPO)
+    if keyed:
+        settings = keyed_settings(f"{upstream.url}/v1", work / key)
+    else:
+        settings = {"SORA_PROXY_UPSTREAM_URL": f"{upstream.url}/v1"}
+    service = start_gunicorn(LABELS[key], work / f"{key}.log", settings)
     mode = "caller keys + upstream key + SQLite store" if keyed else "pass-through"
     token = CALLER_KEY if keyed else UPSTREAM_KEY
     return System(
@@ -165,6 +217,34 @@ def start_sora_proxy(work: Path, upstream: System, *, keyed: bool = False) -> Sy
         service,
         {"Authorization": f"Bearer {token}"},
         f"gunicorn {WORKERS} gthread workers x 16 threads, {mode}",
+    )
+
+
+def start_sora_proxy_nginx(work: Path, upstream: System) -> System:
+    """The documented deployment: the shipped nginx site in front of the keyed gunicorn, with
+    the hand-off to nginx (``SORA_PROXY_HANDOFF=nginx``) and ``SORA_PROXY_TRUSTED_PROXIES=1``.
+    Its downloads are of a video it archived (see ``run.py``)."""
+    directory = work / "sora_proxy_nginx"
+    settings = {
+        **keyed_settings(f"{upstream.url}/v1", directory),
+        "SORA_PROXY_HANDOFF": "nginx",
+        "SORA_PROXY_TRUSTED_PROXIES": "1",
+        "SORA_PROXY_POLL_INTERVAL": "0.5",
+    }
+    gunicorn = start_gunicorn("sora_proxy (behind nginx)", work / "sora_proxy_nginx.log", settings)
+    try:
+        front = documented_site(directory / "nginx", gunicorn.port, directory / "archive")
+    except BaseException:
+        gunicorn.stop()
+        raise
+    return System(
+        "sora_proxy_nginx",
+        ServiceGroup("sora_proxy behind nginx", [front, gunicorn]),
+        {"Authorization": f"Bearer {CALLER_KEY}"},
+        "config/nginx/sora-proxy.conf (nginx, 2 workers) in front of gunicorn "
+        f"({gunicorn_worker_class(gunicorn)}), keyed + SQLite store + local archive, "
+        "SORA_PROXY_HANDOFF=nginx, SORA_PROXY_TRUSTED_PROXIES=1; content: the archived copy",
+        archive=directory / "archive",
     )
 
 
@@ -243,6 +323,7 @@ general_settings:
 STARTERS: dict[str, Callable[[Path, System], System]] = {
     "sora_proxy": start_sora_proxy,
     "sora_proxy_keyed": lambda work, upstream: start_sora_proxy(work, upstream, keyed=True),
+    "sora_proxy_nginx": start_sora_proxy_nginx,
     "nginx": start_nginx,
     "litellm": start_litellm,
 }
