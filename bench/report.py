@@ -343,6 +343,10 @@ def _documented(results: Results) -> list[str]:
     ours, static = mb_s("sora_proxy_nginx"), mb_s("upstream")
     low = _get(results, "download", "sora_proxy_nginx", "mb_per_s_min")
     high = _get(results, "download", "sora_proxy_nginx", "mb_per_s_max")
+    paired = results.get("download_paired")
+    if paired:  # alternating runs of both, so the machine's drift hits both alike
+        ours, static = paired["ours_median"], paired["static_median"]
+        low, high = min(paired["ours"]), max(paired["ours"])
     passed = None if ours is None or static is None else ours >= 0.9 * static
     verdict = NA if passed is None else ("PASS" if passed else "**FAIL**")
     failure = _failure(results, "download", "sora_proxy_nginx")
@@ -372,7 +376,9 @@ def _documented(results: Results) -> list[str]:
         "",
         "sora_proxy behind the shipped nginx site (with the hand-off setting) downloading a "
         "video it archived, against nginx serving the same bytes as a static file by "
-        "sendfile (the upstream alone's row), same client (one connection, 1 MiB reads).",
+        "sendfile (the upstream alone), same client (one connection, 1 MiB reads), once the "
+        "proxy's tracker has nothing pending (no archive copy running): the medians of "
+        "downloads alternating between the two (7 each), when they ran.",
         "",
         *_table(header, rows),
     ]

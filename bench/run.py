@@ -24,6 +24,7 @@ import os
 import platform
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,7 +43,7 @@ sys.path.insert(0, str(BENCH.parent / "tests"))  # videos.py: the upload's whole
 import report  # noqa: E402
 import systems  # noqa: E402
 import workloads  # noqa: E402
-from load import create_video  # noqa: E402
+from load import create_video, download  # noqa: E402
 from nginx_sites import nginx_binary  # noqa: E402
 from procs import Service  # noqa: E402
 
@@ -134,10 +135,70 @@ def wait_archived(system: systems.System, video_id: str, timeout: float = 180.0)
     raise RuntimeError(f"video {video_id} not archived after {time.monotonic() - started:.0f} s")
 
 
+#: Downloads of each side in the paired comparison (alternating, so drift hits both alike).
+PAIRED_RUNS = 7
+
+
+def _quiet_download(
+    system: systems.System,
+    video_id: str,
+    plan: workloads.Plan,
+    results: dict[str, Any],
+    baseline: systems.System | None,
+) -> Any:
+    """The download workload, once a system with an archive has finished copying; for it,
+    also downloads alternating with nginx's own static file (``baseline``), the ratio of
+    their medians being the documented deployment's figure."""
+    if system.archive is None:
+        return workloads.download_content(system, video_id, plan)
+    wait_tracker_idle(system)
+    figures = workloads.download_content(system, video_id, plan)
+    if baseline is not None and figures.get("ok"):
+        ours, static = [], []
+        for _ in range(PAIRED_RUNS):
+            for side, into in ((system, ours), (baseline, static)):
+                done = download(f"{side.url}/v1/videos/{video_id}/content", side.headers)
+                if done.status == 200 and done.nbytes == plan.download_bytes:
+                    into.append(done.nbytes / done.seconds / 1e6)
+        if ours and static:
+            results["download_paired"] = {
+                "runs": PAIRED_RUNS,
+                "ours": ours,
+                "static": static,
+                "ours_median": statistics.median(ours),
+                "static_median": statistics.median(static),
+            }
+    return figures
+
+
+def wait_tracker_idle(system: systems.System, timeout: float = 300.0) -> float:
+    """Wait until ``system``'s tracker has nothing pending (its ``/readyz`` backlog): the
+    videos the create step made are archived too, each a copy of the large body, and a copy
+    running during the download would measure the copy, not the download."""
+    import requests
+
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        try:
+            ready = requests.get(f"{system.url}/readyz", timeout=10).json()
+        except (requests.RequestException, ValueError):
+            ready = {}
+        pending = (ready.get("tracker") or {}).get("pending")
+        if pending is not None and not any(pending.values()):
+            return time.monotonic() - started
+        time.sleep(1.0)
+    raise RuntimeError(f"tracker still busy after {time.monotonic() - started:.0f} s")
+
+
 def measure(
-    system: systems.System, images: workloads.Images, plan: workloads.Plan, results: dict[str, Any]
+    system: systems.System,
+    images: workloads.Images,
+    plan: workloads.Plan,
+    results: dict[str, Any],
+    baseline: systems.System | None = None,
 ) -> None:
-    """Run every workload against ``system``; a failing workload is recorded, not fatal."""
+    """Run every workload against ``system``; a failing workload is recorded, not fatal.
+    ``baseline``: the upstream alone, for the documented deployment's paired download."""
     try:
         video_id = create_video(system.url, system.headers)
         if system.archive is not None:
@@ -150,7 +211,7 @@ def measure(
     steps = (
         ("retrieve", lambda: workloads.retrieve(system, video_id, plan)),
         ("create", lambda: workloads.create(system, images, plan)),
-        ("download", lambda: workloads.download_content(system, video_id, plan)),
+        ("download", lambda: _quiet_download(system, video_id, plan, results, baseline)),
         ("upload", lambda: workloads.upload_video(system, plan)),
     )
     for name, step in steps:
@@ -301,7 +362,7 @@ def main() -> int:
             results["systems"][system.key] = {"note": system.note}
         for system in running:
             print(f"measuring {system.label}", flush=True)
-            measure(system, images, plan, results)
+            measure(system, images, plan, results, baseline=upstream)
         for system in running:
             if system.service.exited():
                 results["systems"][system.key]["note"] += " (exited during the run!)"
