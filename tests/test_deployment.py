@@ -3,7 +3,6 @@ gunicorn (config/gunicorn.conf.py) -> the proxy -> the simulator upstream, all o
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import json
 import re
@@ -15,13 +14,18 @@ import openai
 import pytest
 import requests
 from conftest import UPSTREAM_KEY
+from deployment_checks import (
+    download_is_byte_for_byte,
+    large_video,
+    leaving_client_stops_the_upstream,
+    range_is_exact,
+)
 from nginx import Nginx
 from servers import Gunicorn
 from videos import VideoUpload
 
-from sora_proxy.simulator import SimulatorServer, large_body_sha256
+from sora_proxy.simulator import SimulatorServer
 from sora_proxy.simulator.media import load as load_asset
-from sora_proxy.store import OwnedResource, open_store
 
 MB = 1024 * 1024
 KEY = "sk-deployment-caller-5e0c"
@@ -73,15 +77,6 @@ def nginx(proxy, archive_dir, tmp_path_factory):
     assert "[alert]" not in server.logs() and "[emerg]" not in server.logs()
 
 
-def own(store_url: str, video_id: str) -> None:
-    """Record ``video_id`` (added straight to the simulator) as the test caller's."""
-    store = open_store(store_url)
-    try:
-        store.record(OwnedResource(video_id, "dep", "default", "video", time.time(), None))
-    finally:
-        store.close()
-
-
 def proxy_log_entries(proxy: Gunicorn) -> list[dict]:
     """The proxy's JSON log lines so far (one object per line on gunicorn's stderr)."""
     entries = []
@@ -116,36 +111,13 @@ def test_sdk_create_and_poll_through_nginx(nginx, sim):
 
 
 def test_200_mb_download_is_byte_for_byte(nginx, sim, store_url):
-    size = 200 * MB
-    video_id = sim.state.add_large_video(size, seed=11)
-    own(store_url, video_id)
-    digest = hashlib.sha256()
-    received = 0
-    with requests.get(
-        f"{nginx.url}/v1/videos/{video_id}/content", headers=AUTH, stream=True, timeout=60
-    ) as response:
-        assert response.status_code == 200
-        assert response.headers["Content-Length"] == str(size)
-        assert response.headers["Content-Type"] == "video/mp4"
-        assert "Content-Encoding" not in response.headers
-        for chunk in response.raw.stream(MB, decode_content=False):
-            digest.update(chunk)
-            received += len(chunk)
-    assert received == size
-    assert digest.hexdigest() == large_body_sha256(size, seed=11)
+    video_id = large_video(sim, store_url, 200 * MB, seed=11)
+    download_is_byte_for_byte(nginx.url, AUTH, video_id, 200 * MB, seed=11)
 
 
 def test_range_through_nginx(nginx, sim, store_url):
-    video_id = sim.state.add_large_video(8 * MB, seed=5)
-    own(store_url, video_id)
-    response = requests.get(
-        f"{nginx.url}/v1/videos/{video_id}/content",
-        timeout=30,
-        headers={**AUTH, "Range": "bytes=100-1099"},
-    )
-    assert response.status_code == 206
-    assert response.headers["Content-Range"] == f"bytes 100-1099/{8 * MB}"
-    assert len(response.content) == 1000
+    video_id = large_video(sim, store_url, 8 * MB, seed=5)
+    range_is_exact(nginx.url, AUTH, video_id, 8 * MB, seed=5)
 
 
 def test_50_mb_upload_to_edits_is_streamed_byte_for_byte(nginx, sim):
@@ -250,28 +222,8 @@ def test_a_request_id_is_made_when_the_client_sends_none(nginx, proxy):
 
 
 def test_nginx_does_not_read_ahead_and_a_leaving_client_stops_the_upstream(nginx, sim, store_url):
-    video_id = sim.state.add_large_video(2048 * MB, seed=1)
-    own(store_url, video_id)
-    before = len(sim.state.content_streams)
-    with requests.get(
-        f"{nginx.url}/v1/videos/{video_id}/content", headers=AUTH, stream=True, timeout=30
-    ) as response:
-        assert response.status_code == 200
-        assert len(response.raw.read(4 * MB, decode_content=False)) == 4 * MB
-        # Let every buffer on the way fill up, then see how far the upstream got.
-        sent = -1
-        for _ in range(40):
-            time.sleep(0.05)
-            (record,) = sim.state.content_streams[before:]
-            if record.bytes_sent == sent:
-                break
-            sent = record.bytes_sent
-        # Socket buffers hold a few MB per hop; a buffering nginx would pull up to 1 GB ahead.
-        assert record.bytes_sent < 128 * MB
-    deadline = time.monotonic() + 15
-    while not record.ended and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert record.closed_early and not record.finished
+    video_id = large_video(sim, store_url, 2048 * MB, seed=1)
+    leaving_client_stops_the_upstream(nginx.url, AUTH, sim, video_id)
 
 
 def test_nginx_answers_in_the_envelope_when_gunicorn_is_down(tmp_path):

@@ -27,14 +27,20 @@ import openai
 import pytest
 import requests
 from conftest import UPSTREAM_KEY
+from deployment_checks import (
+    download_is_byte_for_byte,
+    large_video,
+    leaving_client_stops_the_upstream,
+    own,
+    range_is_exact,
+)
 from images import parse_multipart, pixel_size
 from PIL import Image
 from servers import REPO, Gunicorn
 from webhook_receiver import WebhookReceiver
 
-from sora_proxy.simulator import SimulatorServer, large_body_chunks, large_body_sha256
+from sora_proxy.simulator import SimulatorServer, large_body_sha256
 from sora_proxy.simulator.media import load as load_asset
-from sora_proxy.store import OwnedResource, open_store
 
 MB = 1024 * 1024
 KEY = "sk-gevent-caller-9d1e"
@@ -58,15 +64,6 @@ def gevent_settings(sim: SimulatorServer, store_url: str, folder: Path) -> dict[
         "SORA_PROXY_METRICS": "true",
         "PROMETHEUS_MULTIPROC_DIR": str(metrics),
     }
-
-
-def own(store_url: str, video_id: str) -> None:
-    """Record ``video_id`` (added straight to the simulator) as the test caller's."""
-    store = open_store(store_url)
-    try:
-        store.record(OwnedResource(video_id, "dep", "default", "video", time.time(), None))
-    finally:
-        store.close()
 
 
 def check_log(log: str) -> None:
@@ -156,52 +153,18 @@ def test_sdk_create_poll_and_download(proxy, sim):
 
 
 def test_200_mb_download_is_byte_for_byte(proxy, sim, store_url):
-    size = 200 * MB
-    video_id = sim.state.add_large_video(size, seed=11)
-    own(store_url, video_id)
-    digest = hashlib.sha256()
-    received = 0
-    with requests.get(
-        f"{proxy.url}/v1/videos/{video_id}/content", headers=AUTH, stream=True, timeout=60
-    ) as response:
-        assert response.status_code == 200
-        assert response.headers["Content-Length"] == str(size)
-        assert "Content-Encoding" not in response.headers
-        for chunk in response.raw.stream(MB, decode_content=False):
-            digest.update(chunk)
-            received += len(chunk)
-    assert received == size
-    assert digest.hexdigest() == large_body_sha256(size, seed=11)
+    video_id = large_video(sim, store_url, 200 * MB, seed=11)
+    download_is_byte_for_byte(proxy.url, AUTH, video_id, 200 * MB, seed=11)
 
 
 def test_range(proxy, sim, store_url):
-    video_id = sim.state.add_large_video(8 * MB, seed=5)
-    own(store_url, video_id)
-    response = requests.get(
-        f"{proxy.url}/v1/videos/{video_id}/content",
-        timeout=30,
-        headers={**AUTH, "Range": "bytes=100-1099"},
-    )
-    assert response.status_code == 206
-    assert response.headers["Content-Range"] == f"bytes 100-1099/{8 * MB}"
-    assert response.content == b"".join(large_body_chunks(8 * MB, seed=5, start=100, end=1100))
+    video_id = large_video(sim, store_url, 8 * MB, seed=5)
+    range_is_exact(proxy.url, AUTH, video_id, 8 * MB, seed=5)
 
 
 def test_a_leaving_client_closes_the_upstream_stream(proxy, sim, store_url):
-    video_id = sim.state.add_large_video(2048 * MB, seed=1)
-    own(store_url, video_id)
-    before = len(sim.state.content_streams)
-    with requests.get(
-        f"{proxy.url}/v1/videos/{video_id}/content", headers=AUTH, stream=True, timeout=30
-    ) as response:
-        assert response.status_code == 200
-        assert len(response.raw.read(4 * MB, decode_content=False)) == 4 * MB
-        (record,) = sim.state.content_streams[before:]
-    deadline = time.monotonic() + 15
-    while not record.ended and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert record.closed_early and not record.finished
-    assert record.bytes_sent < 512 * MB  # only what socket buffers held, never read ahead
+    video_id = large_video(sim, store_url, 2048 * MB, seed=1)
+    leaving_client_stops_the_upstream(proxy.url, AUTH, sim, video_id)
 
 
 def test_a_bad_upload_is_refused_before_the_upstream_is_paid(proxy, sim):
