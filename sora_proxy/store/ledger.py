@@ -9,10 +9,11 @@ per caller, period (``day:2026-12-03``, ``month:2026-12``) and model.
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 #: Holds never bound to a video (the worker died before the upstream answered) are released
 #: after this long: the request could not still be running.
@@ -71,6 +72,32 @@ class BudgetHold:
     periods: tuple[str, ...]
     created_at: float
     terms: dict[str, Any] = field(default_factory=dict)
+
+    #: The stored columns, in the order :meth:`from_stored` takes them.
+    COLUMNS: ClassVar[tuple[str, ...]] = (
+        "hold_id",
+        "owner",
+        "model",
+        "periods",
+        "est_ms",
+        "est_micros",
+        "terms",
+        "created_at",
+    )
+
+    @classmethod
+    def from_stored(cls, values: Sequence[Any]) -> BudgetHold:
+        """A hold from its stored :data:`COLUMNS` (periods and terms as JSON text)."""
+        hold_id, owner, model, periods, est_ms, est_micros, terms, created_at = values
+        return cls(
+            str(hold_id),
+            str(owner),
+            str(model),
+            Amount(int(est_ms), int(est_micros)),
+            tuple(json.loads(periods)),
+            float(created_at),
+            json.loads(terms),
+        )
 
 
 @dataclass(frozen=True)

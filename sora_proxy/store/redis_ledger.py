@@ -280,7 +280,7 @@ class RedisLedger(Ledger):
         ]
         with self._guard("end_hold"):
             ended = self._end_hold(keys=keys, args=args)
-        return None if ended is None else _hold(ended)
+        return None if ended is None else BudgetHold.from_stored([text(v) for v in ended])
 
     def open_hold(self, video_id: str) -> BudgetHold | None:
         """The open hold bound to ``video_id`` (one script: pointer and hold read together)."""
@@ -288,7 +288,7 @@ class RedisLedger(Ledger):
             found = self._open_hold(
                 keys=[self._video_key(video_id)], args=[self.prefix, "video", video_id]
             )
-        return None if found is None else _hold(found)
+        return None if found is None else BudgetHold.from_stored([text(v) for v in found])
 
     def usage(self, owner: str, periods: tuple[str, ...]) -> Usage:
         """One script: the usage hashes, and the open holds not past their time."""
@@ -345,16 +345,3 @@ def _rows(flat: list[Any]) -> dict[str, UsageRow]:
         )
         for model, v in values.items()
     }
-
-
-def _hold(fields: list[Any]) -> BudgetHold:
-    hold_id, owner, model, periods, est_ms, est_micros, terms, created_at = map(text, fields)
-    return BudgetHold(
-        hold_id,
-        owner,
-        model,
-        Amount(int(est_ms), int(est_micros)),
-        tuple(json.loads(periods)),
-        float(created_at),
-        json.loads(terms),
-    )

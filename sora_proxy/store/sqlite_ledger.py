@@ -7,7 +7,7 @@ import sqlite3
 import time
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sora_proxy.store import ledger
 from sora_proxy.store.ledger import (
@@ -55,7 +55,7 @@ CREATE TABLE IF NOT EXISTS budget_usage (
 """
 
 _ZERO = Amount()
-_HOLD_COLUMNS = "hold_id, owner, model, periods, est_ms, est_micros, terms, created_at"
+_HOLD_COLUMNS = ", ".join(BudgetHold.COLUMNS)
 
 
 class SQLiteLedger(Ledger):
@@ -79,7 +79,7 @@ class SQLiteLedger(Ledger):
                 (hold.owner, now),
             ).fetchall()
             for row in expired:
-                _end(db, _hold(row), None, now)
+                _end(db, BudgetHold.from_stored(row), None, now)
             refusal = _refusal(db, hold, concurrent, caps)
             if refusal is None:
                 db.execute(
@@ -126,7 +126,7 @@ class SQLiteLedger(Ledger):
                 return None
             db.execute("BEGIN IMMEDIATE")
             row = db.execute(query, (value,)).fetchone()
-            ended = None if row is None else _hold(row)
+            ended = None if row is None else BudgetHold.from_stored(row)
             if ended is not None:
                 _end(db, ended, actual, time.time())
             db.execute("COMMIT")
@@ -140,7 +140,7 @@ class SQLiteLedger(Ledger):
                 " WHERE video_id = ? AND state = 'open'",
                 (video_id,),
             ).fetchone()
-        return None if row is None else _hold(row)
+        return None if row is None else BudgetHold.from_stored(row)
 
     def usage(self, owner: str, periods: tuple[str, ...]) -> Usage:
         """One read: the usage rows, and the open holds not past their time."""
@@ -168,7 +168,7 @@ class SQLiteLedger(Ledger):
                 "SELECT COUNT(*) FROM budget_holds WHERE owner = ? AND state = 'open'", (owner,)
             ).fetchone()
         for row in stale:  # released by the next take_hold; shown as released now
-            hold = _hold(row)
+            hold = BudgetHold.from_stored(row)
             for period in hold.periods:
                 usage = found.get(period, {}).get(hold.model)
                 if usage is not None:
@@ -244,16 +244,3 @@ def _add(
         (owner, period, model, spent.ms, spent.micros, held.ms, held.micros, settled, released,
          holding),
     )  # fmt: skip
-
-
-def _hold(row: tuple[Any, ...]) -> BudgetHold:
-    hold_id, owner, model, periods, est_ms, est_micros, terms, created_at = row
-    return BudgetHold(
-        hold_id,
-        owner,
-        model,
-        Amount(int(est_ms), int(est_micros)),
-        tuple(json.loads(periods)),
-        float(created_at),
-        json.loads(terms),
-    )
