@@ -20,29 +20,23 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
-from urllib.parse import urlsplit
-
-import limits
-from limits.storage import Storage, storage_from_string
-from limits.strategies import MovingWindowRateLimiter
 
 from .caller_limits import PERIODS, CallerLimits, limits_of, parse_limits
 from .errors import ConfigError, ServiceUnavailable, TooManyRequests
 from .metrics import Metrics
 from .prices import PriceTable, from_micros
+from .rates import RateCounter
 from .settings import PREFIX, Settings
 from .store import OwnedResource, Store
 from .store.durable import DurableWrites
-from .store.ledger import Amount, BudgetHold, Cap, UsageRow
+from .store.ledger import Amount, BudgetHold
+from .usage_report import describe, period_answer, period_keys, until_next
 from .videos import UNFINISHED
 
 log = logging.getLogger("sora_proxy.budgets")
@@ -94,12 +88,7 @@ class Budgets:
         self._store = store if follows_videos else None
         self._writes = writes
         self._check_config(settings, follows_videos)
-        if not _rate_uri(settings).startswith("memory://"):
-            _rate_storage(settings)  # a bad URI stops start-up, here (memory: made per process)
-        self._settings = settings
-        self._limiter: MovingWindowRateLimiter | None = None
-        self._limiter_pid = -1
-        self._limiter_lock = threading.Lock()
+        self._rates = RateCounter(settings)
 
     def _check_config(self, settings: Settings, follows_videos: bool) -> None:
         configured = [limits_of(self._entries, name) for name in self._entries]
@@ -175,38 +164,23 @@ class Budgets:
         name = (refusal.period or "").partition(":")[0]
         raise TooManyRequests(
             f"This request would exceed your {name} budget"
-            f" ({_describe(caller_limits.budgets.get(name), self._currency)}).",
+            f" ({describe(caller_limits.budgets.get(name), self._currency)}).",
             code="insufficient_quota",
             error_type="insufficient_quota",
-            headers={"x-should-retry": "false", "Retry-After": str(_until_next(name, now))},
+            headers={"x-should-retry": "false", "Retry-After": str(until_next(name, now))},
         )
 
-    @property
-    def _rates(self) -> MovingWindowRateLimiter:
-        """This process's rate limiter, made on first use after a fork: a memory storage runs
-        a timer thread, which must belong to the worker, not to the master that built the app."""
-        pid = os.getpid()
-        if self._limiter is None or self._limiter_pid != pid:
-            with self._limiter_lock:
-                if self._limiter is None or self._limiter_pid != pid:
-                    self._limiter = MovingWindowRateLimiter(_rate_storage(self._settings))
-                    self._limiter_pid = pid
-        return self._limiter
-
     def _count_rate(self, owner: str, per_minute: int) -> None:
-        item = limits.RateLimitItemPerMinute(per_minute)
         try:
-            allowed = self._rates.hit(item, "creates", owner)
-            stats = None if allowed else self._rates.get_window_stats(item, "creates", owner)
+            wait = self._rates.hit(owner, per_minute)
         except Exception as error:  # the storage's driver errors, whichever it is
             log.warning("rate-limit storage failed (%s)", type(error).__name__)
             raise ServiceUnavailable(
                 "The rate-limit store is unavailable; nothing was sent. Please try again."
             ) from None
-        if stats is None:
+        if wait is None:
             return
         self._count("refusals", owner, "rate")
-        wait = max(1, math.ceil(stats.reset_time - time.time()))
         raise TooManyRequests(
             f"Rate limit reached: at most {per_minute} video requests per minute. "
             f"Try again in {wait} s.",
@@ -319,19 +293,15 @@ class Budgets:
             },
         }
         if caller_limits.per_minute is not None:
-            item = limits.RateLimitItemPerMinute(caller_limits.per_minute)
-            try:
-                stats = self._rates.get_window_stats(item, "creates", owner)
-                answer["limits"]["per_minute_remaining"] = stats.remaining
-            except Exception:  # a usage read does not fail on the rate storage
-                answer["limits"]["per_minute_remaining"] = None
+            remaining = self._rates.remaining(owner, caller_limits.per_minute)
+            answer["limits"]["per_minute_remaining"] = remaining
         if self._store is None:
             answer["periods"] = None
             return answer
         usage = self._store.usage(owner, tuple(periods.values()))
         answer["unfinished"] = usage.open_holds
         answer["periods"] = {
-            name: _period_answer(
+            name: period_answer(
                 name,
                 key,
                 usage.periods.get(key, {}),
@@ -347,92 +317,6 @@ class Budgets:
             return
         counter = self._metrics.budget_holds if metric == "holds" else self._metrics.refusals
         counter.labels(owner, outcome).inc()
-
-
-def period_keys(now: float) -> dict[str, str]:
-    """The periods ``now`` falls in (UTC): ``{"day": "day:2026-12-03", "month": …}``."""
-    moment = datetime.fromtimestamp(now, UTC)
-    return {"day": f"day:{moment:%Y-%m-%d}", "month": f"month:{moment:%Y-%m}"}
-
-
-def _period_bounds(name: str, now: float) -> tuple[datetime, datetime]:
-    moment = datetime.fromtimestamp(now, UTC)
-    if name == "day":
-        start = moment.replace(hour=0, minute=0, second=0, microsecond=0)
-        end = datetime.fromtimestamp(start.timestamp() + 86400, UTC)
-    else:
-        start = moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-        month = start.month % 12 + 1
-        end = start.replace(year=start.year + (start.month == 12), month=month)
-    return start, end
-
-
-def _until_next(name: str, now: float) -> int:
-    """Seconds until the period ``name`` starts again."""
-    return max(1, math.ceil(_period_bounds(name, now)[1].timestamp() - now))
-
-
-def _period_answer(
-    name: str, key: str, rows: Mapping[str, UsageRow], cap: Cap | None, now: float
-) -> dict[str, Any]:
-    start, end = _period_bounds(name, now)
-    spent = sum((row.spent for row in rows.values()), Amount())
-    held = sum((row.held for row in rows.values()), Amount())
-    return {
-        "period": key.partition(":")[2],
-        "starts_at": int(start.timestamp()),
-        "ends_at": int(end.timestamp()),
-        "spent": _shown(spent),
-        "held": _shown(held),
-        "limit": None if cap is None else _shown_cap(cap),
-        "remaining": None if cap is None else _remaining(cap, spent + held),
-        "videos": {
-            "settled": sum(row.settled for row in rows.values()),
-            "released": sum(row.released for row in rows.values()),
-            "unfinished": sum(row.holding for row in rows.values()),
-        },
-        "by_model": {
-            model: {
-                "spent": _shown(row.spent),
-                "held": _shown(row.held),
-                "videos": {
-                    "settled": row.settled,
-                    "released": row.released,
-                    "unfinished": row.holding,
-                },
-            }
-            for model, row in sorted(rows.items())
-        },
-    }
-
-
-def _shown(amount: Amount) -> dict[str, float]:
-    return {"seconds": amount.ms / 1000, "cost": from_micros(amount.micros)}
-
-
-def _shown_cap(cap: Cap) -> dict[str, float | None]:
-    return {
-        "seconds": None if cap.ms is None else cap.ms / 1000,
-        "cost": None if cap.micros is None else from_micros(cap.micros),
-    }
-
-
-def _remaining(cap: Cap, used: Amount) -> dict[str, float | None]:
-    return {
-        "seconds": None if cap.ms is None else max(0, cap.ms - used.ms) / 1000,
-        "cost": None if cap.micros is None else from_micros(max(0, cap.micros - used.micros)),
-    }
-
-
-def _describe(cap: Cap | None, currency: str) -> str:
-    if cap is None:
-        return "no budget"
-    parts = []
-    if cap.ms is not None:
-        parts.append(f"{cap.ms / 1000:g} seconds of video")
-    if cap.micros is not None:
-        parts.append(f"{from_micros(cap.micros):g} {currency}")
-    return " and ".join(parts)
 
 
 def _amount(seconds: float, per_second_micros: int) -> Amount:
@@ -451,34 +335,4 @@ def _seconds(value: Any) -> float | None:
     return seconds if math.isfinite(seconds) and seconds > 0 else None
 
 
-def _rate_uri(settings: Settings) -> str:
-    """Where rates are counted: the setting, else the store's Redis, else ``memory://``."""
-    uri = settings.rate_limit_storage
-    store_url = settings.store_url or ""
-    scheme = urlsplit(store_url).scheme.lower() if "://" in store_url else ""
-    if uri is None and scheme in ("redis", "rediss"):
-        uri = store_url
-    elif uri is None and scheme == "unix":
-        uri = "redis+unix://" + store_url[len("unix://") :]
-    return uri or "memory://"
-
-
-def _rate_storage(settings: Settings) -> Storage:
-    """The ``limits`` storage: the setting, else the store's Redis, else this process's memory
-    (per worker: with several workers on one host, each counts its own share)."""
-    uri = _rate_uri(settings)
-    try:
-        if uri.startswith("memory://"):
-            storage = storage_from_string(uri)
-        else:
-            storage = storage_from_string(uri, key_prefix=f"{settings.store_prefix}rate")
-    except Exception as error:  # the library's own configuration errors
-        raise ConfigError(
-            PREFIX + "RATE_LIMIT_STORAGE", f"is not usable ({type(error).__name__})"
-        ) from None
-    if not isinstance(storage, Storage):
-        raise ConfigError(PREFIX + "RATE_LIMIT_STORAGE", "must not be an async+ storage")
-    return storage
-
-
-__all__ = ["PERIODS", "Budgets", "Charge", "LimitsCallback", "PriceTable", "period_keys"]
+__all__ = ["PERIODS", "Budgets", "Charge", "LimitsCallback", "PriceTable"]
