@@ -154,6 +154,10 @@ def start_upstream(work: Path, simulator: Service, sink: Service, large_file: Pa
     )
 
 
+#: The bench's archives hold at most this much (oldest evicted first).
+ARCHIVE_MAX_BYTES = 3 * 1024**3
+
+
 def keyed_settings(upstream_url: str, directory: Path) -> dict[str, str]:
     """Caller key ``bench`` (:data:`CALLER_KEY`), the upstream key, the SQLite store, the spool
     and the archive, all under ``directory`` (never the checkout's instance folder)."""
@@ -165,6 +169,9 @@ def keyed_settings(upstream_url: str, directory: Path) -> dict[str, str]:
         "SORA_PROXY_STORE_URL": f"sqlite:///{directory / 'sora_proxy.sqlite3'}",
         "SORA_PROXY_SPOOL_DIR": str(directory / "spool"),
         "SORA_PROXY_ARCHIVE_URL": f"file://{directory / 'archive'}",
+        # Every video of the fast upstream is the large file: each create's copy would take
+        # 1 GiB of disk (17 GB per system in a full run); keep the newest few.
+        "SORA_PROXY_ARCHIVE_MAX_BYTES": str(ARCHIVE_MAX_BYTES),
     }
 
 
