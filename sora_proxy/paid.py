@@ -81,7 +81,8 @@ def post(caller: Caller, paid: PaidRequest) -> Response:
     state = proxy_state()
     records = state.records
     if records is None:
-        state.budgets.admit(caller.owner, None)
+        if caller.name is not None:  # pass-through callers spend their own keys
+            state.budgets.admit(caller.owner, None)
         upstream, response = _send(state, caller, paid, read_whole=False)
         return stream_back(response, method="POST")
     ticket: Ticket | None = None

@@ -316,3 +316,14 @@ def test_bad_limits_stop_start_up_naming_the_key(sim, tmp_path, limits, extra, m
     with pytest.raises(ConfigError) as raised:
         create_app(config)
     assert "SORA_PROXY_LIMITS" in str(raised.value) and message in str(raised.value)
+
+
+def test_pass_through_callers_spend_their_own_keys_unlimited(sim, tmp_path):
+    config = {
+        "SORA_PROXY_UPSTREAM_URL": sim.base_url,
+        "SORA_PROXY_LIMITS": json.dumps({"*": {"per_minute": 1}}),
+    }
+    with served(create_app(config)) as url:  # no upstream key: each caller's own goes upstream
+        answers = [create(url, key=UPSTREAM_KEY).status_code for _ in range(3)]
+    assert answers == [200, 200, 200]
+    assert creates_sent(sim) == 3
