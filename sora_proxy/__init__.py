@@ -11,6 +11,7 @@ or build a standalone app with :func:`create_app`. Settings are ``SORA_PROXY_*``
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -158,11 +159,13 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """A standalone app serving only the proxy.
 
     Settings come from ``SORA_PROXY_*`` environment variables, then ``config`` (which wins).
+    ``SORA_PROXY_INSTANCE_PATH`` (an absolute path) is the app's instance folder, where the
+    default store, spool and archive live; unset, Flask's own choice (``instance/`` beside an
+    editable checkout, ``<prefix>/var/sora_proxy-instance`` for an installed package).
     """
-    app = Flask("sora_proxy")
-    app.config.update(environment_config())
-    if config:
-        app.config.update(config)
+    settings = {**environment_config(), **(config or {})}
+    app = Flask("sora_proxy", instance_path=_instance_path(settings.get(INSTANCE_PATH)))
+    app.config.update(settings)
     SoraProxy(app)
     configure_standalone_logging()
     with app.app_context():
@@ -173,3 +176,15 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
             app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops
         )
     return app
+
+
+#: The standalone app's instance folder (read by :func:`create_app`, not a ``Settings`` key).
+INSTANCE_PATH = "SORA_PROXY_INSTANCE_PATH"
+
+
+def _instance_path(value: Any) -> str | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if not isinstance(value, str) or not os.path.isabs(value.strip()):
+        raise ConfigError(INSTANCE_PATH, "must be an absolute path")
+    return value.strip()

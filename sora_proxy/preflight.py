@@ -31,6 +31,7 @@ DEPLOYMENT_NAMES = frozenset(
         "SIMULATOR_PORT",
         "WORKER_CLASS",
         "WORKER_CONNECTIONS",
+        "INSTANCE_PATH",
     )
 )
 DEFAULT_BIND = "127.0.0.1:8000"

@@ -61,6 +61,7 @@ class Gunicorn:
         # Records and the spool beside the log, never in the checkout's instance folder.
         env["SORA_PROXY_STORE_URL"] = f"sqlite:///{log_path.parent}/gunicorn-store.sqlite3"
         env["SORA_PROXY_SPOOL_DIR"] = str(log_path.parent / "gunicorn-spool")
+        env["SORA_PROXY_INSTANCE_PATH"] = str(log_path.parent / "gunicorn-instance")
         env.update(settings)
         env.update({"SORA_PROXY_BIND": f"127.0.0.1:{self.port}", "WEB_CONCURRENCY": str(workers)})
         self._log = open(log_path, "wb")  # noqa: SIM115

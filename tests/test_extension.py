@@ -119,3 +119,20 @@ def test_a_default_model_no_upstream_offers_stops_start_up(tmp_path, upstream):
     with pytest.raises(ConfigError) as raised:
         SoraProxy(app)
     assert str(raised.value).startswith("SORA_PROXY_DEFAULT_MODEL: 'sora-2' is offered by no")
+
+
+def test_the_standalone_apps_instance_folder_is_a_setting(tmp_path):
+    from sora_proxy import create_app
+
+    keyed = {
+        "SORA_PROXY_UPSTREAM_URL": "http://127.0.0.1:9/v1",
+        "SORA_PROXY_UPSTREAM_API_KEY": "sk-upstream",
+        "SORA_PROXY_API_KEYS": "alice:sk-alice",
+    }
+    folder = tmp_path / "chosen"
+    app = create_app({**keyed, "SORA_PROXY_INSTANCE_PATH": str(folder)})
+    assert app.instance_path == str(folder)
+    assert (folder / "sora_proxy.sqlite3").exists()  # the default store lives there
+    with pytest.raises(ConfigError) as raised:
+        create_app({**keyed, "SORA_PROXY_INSTANCE_PATH": "relative/folder"})
+    assert "SORA_PROXY_INSTANCE_PATH" in str(raised.value)

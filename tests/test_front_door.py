@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -36,6 +37,9 @@ KEYED = {
 }
 
 
+_INSTANCE = tempfile.mkdtemp(prefix="sora-proxy-front-door-")
+
+
 def environment(**settings: str) -> dict[str, str]:
     """This process's environment without any SORA_PROXY_* (or worker count), plus ``settings``."""
     env = {
@@ -43,7 +47,8 @@ def environment(**settings: str) -> dict[str, str]:
         for k, v in os.environ.items()
         if not k.startswith("SORA_PROXY_") and k != "WEB_CONCURRENCY"
     }
-    env.update(PYTHONUNBUFFERED="1", **settings)
+    # The default store and archive of `check` and `serve`: never the checkout's instance/.
+    env.update(PYTHONUNBUFFERED="1", SORA_PROXY_INSTANCE_PATH=_INSTANCE, **settings)
     return env
 
 
