@@ -114,6 +114,20 @@ def store(request, tmp_path):
     opened.close()
 
 
+@pytest.fixture(params=["sqlite", "redis"])
+def unreachable_store(request, tmp_path):
+    """Each store where it cannot be reached: a SQLite path that is a directory, a Redis port
+    nothing listens on."""
+    from servers import free_port
+
+    from sora_proxy.store import open_store
+
+    if request.param == "sqlite":
+        (tmp_path / "store.sqlite3").mkdir()  # a directory where the file should be
+        return open_store(f"sqlite:///{tmp_path}/store.sqlite3")
+    return open_store(f"redis://127.0.0.1:{free_port()}/0")
+
+
 @pytest.fixture
 def trickler() -> Iterator[str]:
     """A server that sends its status line a byte every 0.2 s: no single read times out

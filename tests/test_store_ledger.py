@@ -8,10 +8,9 @@ import time
 import uuid
 
 import pytest
-from servers import free_port
 
 from sora_proxy.errors import ServiceUnavailable
-from sora_proxy.store import SQLiteStore, Store, ledger, open_store
+from sora_proxy.store import SQLiteStore, Store, ledger
 from sora_proxy.store.ledger import Amount, BudgetHold, Cap, Refusal, UsageRow
 
 DAY, MONTH = "day:2026-12-03", "month:2026-12"
@@ -319,16 +318,10 @@ LEDGER_CALLS = {
 }
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "redis"])
-def test_ledger_calls_answer_503_when_the_store_is_unreachable(tmp_path, backend):
-    if backend == "sqlite":
-        (tmp_path / "store.sqlite3").mkdir()  # a directory where the file should be
-        store = open_store(f"sqlite:///{tmp_path}/store.sqlite3")
-    else:
-        store = open_store(f"redis://127.0.0.1:{free_port()}/0")
+def test_ledger_calls_answer_503_when_the_store_is_unreachable(unreachable_store):
     for name, call in LEDGER_CALLS.items():
         with pytest.raises(ServiceUnavailable) as raised:
-            call(store)
+            call(unreachable_store)
         assert raised.value.status == 503, name
 
 

@@ -9,10 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
-from servers import free_port
 
 from sora_proxy.errors import ServiceUnavailable
-from sora_proxy.store import SQLiteStore, Store, Task, open_store
+from sora_proxy.store import SQLiteStore, Store, Task
 
 KEEP = 3600.0  # keep_done for tests that do not wait for a finished task to be forgotten
 
@@ -283,16 +282,10 @@ TASK_CALLS = {
 }
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "redis"])
-def test_task_calls_answer_503_when_the_store_is_unreachable(tmp_path, backend):
-    if backend == "sqlite":
-        (tmp_path / "store.sqlite3").mkdir()  # a directory where the file should be
-        store = open_store(f"sqlite:///{tmp_path}/store.sqlite3")
-    else:
-        store = open_store(f"redis://127.0.0.1:{free_port()}/0")
+def test_task_calls_answer_503_when_the_store_is_unreachable(unreachable_store):
     for name, call in TASK_CALLS.items():
         with pytest.raises(ServiceUnavailable) as raised:
-            call(store)
+            call(unreachable_store)
         assert raised.value.status == 503, name
 
 
