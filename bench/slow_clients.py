@@ -297,15 +297,22 @@ def _slow_socket() -> socket.socket:
     return sock
 
 
-async def slow_reader(port: int, request: bytes, client: Client, sockets: list) -> None:
-    """GET the content, then take 1 KB a second until the server ends it or we are cancelled."""
+async def _connected(port: int, client: Client, sockets: list, first: bytes) -> socket.socket:
+    """A slow client's socket (kept in ``sockets`` for closing), connected, ``first`` sent."""
     loop = asyncio.get_running_loop()
     sock = _slow_socket()
     sockets.append(sock)
+    await asyncio.wait_for(loop.sock_connect(sock, ("127.0.0.1", port)), 10)
+    client.connected = True
+    await loop.sock_sendall(sock, first)
+    return sock
+
+
+async def slow_reader(port: int, request: bytes, client: Client, sockets: list) -> None:
+    """GET the content, then take 1 KB a second until the server ends it or we are cancelled."""
+    loop = asyncio.get_running_loop()
     try:
-        await asyncio.wait_for(loop.sock_connect(sock, ("127.0.0.1", port)), 10)
-        client.connected = True
-        await loop.sock_sendall(sock, request)
+        sock = await _connected(port, client, sockets, request)
         while True:
             data = await loop.sock_recv(sock, READ_BYTES)
             if not data:
@@ -329,12 +336,8 @@ def multipart_head(boundary: str) -> bytes:
 async def slow_uploader(port: int, head: bytes, body: bytes, client: Client, sockets: list) -> None:
     """POST the headers at once, then the body a byte a second, watching for an answer."""
     loop = asyncio.get_running_loop()
-    sock = _slow_socket()
-    sockets.append(sock)
     try:
-        await asyncio.wait_for(loop.sock_connect(sock, ("127.0.0.1", port)), 10)
-        client.connected = True
-        await loop.sock_sendall(sock, head)
+        sock = await _connected(port, client, sockets, head)
         for index in range(len(body)):
             try:
                 data = sock.recv(4096)
