@@ -18,12 +18,11 @@ import pytest
 import requests
 from nginx import Nginx
 from servers import Gunicorn
+from upstream_pair import openai_and_xai
 
 from sora_proxy.archive import LocalArchive
 from sora_proxy.simulator import SimulatorServer, large_body_sha256
-from sora_proxy.simulator.gateways.results import create_result_host_app
 from sora_proxy.simulator.media import load as load_asset
-from sora_proxy.simulator.xai import create_xai_app
 from sora_proxy.store import OwnedResource, open_store
 
 MB = 1024 * 1024
@@ -70,69 +69,50 @@ class Stack:
             store.close()
 
 
-def _upstreams(openai_url: str, xai_url: str) -> str:
-    return (
-        f'[[upstream]]\nname = "openai"\nbase_url = "{openai_url}"\napi_key = "{OPENAI_KEY}"\n'
-        '[upstream.models."sora-2"]\n\n'
-        f'[[upstream]]\nname = "xai"\nbase_url = "{xai_url}"\ndialect = "xai"\n'
-        f'api_key = "{XAI_KEY}"\n[upstream.models."grok-imagine-video"]\n'
-        'sizes = ["1280x720", "720x1280"]\nseconds = ["4", "8"]\n'
-    )
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("handoff")
-    with (
-        SimulatorServer(api_key=OPENAI_KEY, seconds_per_step=0.05) as openai_sim,
-        SimulatorServer(app=create_result_host_app()) as results,
-    ):
-        xai_app = create_xai_app(
-            api_key=XAI_KEY,
-            seconds_per_step=0.05,
-            result_base_url=results.base_url.removesuffix("/v1"),
-        )
-        with SimulatorServer(app=xai_app) as xai_sim:
-            upstreams = root / "upstreams.toml"
-            upstreams.write_text(_upstreams(openai_sim.base_url, xai_sim.base_url))
-            archive_dir = root / "archive"
-            store_url = f"sqlite:///{root}/store.sqlite3"
-            settings = {
-                "SORA_PROXY_UPSTREAMS_FILE": str(upstreams),
-                "SORA_PROXY_API_KEYS": f"alice:{ALICE},bob:{BOB}",
-                "SORA_PROXY_STORE_URL": store_url,
-                "SORA_PROXY_FETCH_ALLOW_PRIVATE": "true",
-                "SORA_PROXY_POLL_INTERVAL": "0.2",
-                "SORA_PROXY_ARCHIVE_URL": f"file://{archive_dir}",
-                "SORA_PROXY_HANDOFF": "nginx",
-                "SORA_PROXY_TRUSTED_PROXIES": "1",
-                "SORA_PROXY_THREADS": "4",
-            }
-            sites = []
-            for name, cap, workers in (("site", 0, 2), ("capped", CAP, 1)):
-                folder = root / name
-                (folder / "nginx").mkdir(parents=True)
-                proxy = Gunicorn(
-                    {**settings, "SORA_PROXY_STREAMS_PER_CALLER": str(cap)},
-                    folder / "gunicorn.log",
-                    workers=workers,
-                )
-                nginx = Nginx(
-                    f"127.0.0.1:{proxy.port}",
-                    folder / "nginx",
-                    archive_dir=archive_dir,
-                    streams_per_caller=cap,
-                )
-                sites.append(Site(proxy, nginx))
-            try:
-                yield Stack(openai_sim, xai_sim, results, archive_dir, store_url, *sites)
-            finally:
-                for site in sites:
-                    site.nginx.stop()
-                    log = site.proxy.stop()
-                    assert OPENAI_KEY not in log and XAI_KEY not in log and ALICE not in log
-                    logs = site.nginx.logs()
-                    assert "[alert]" not in logs and "[emerg]" not in logs
+    with openai_and_xai(OPENAI_KEY, XAI_KEY, seconds_per_step=0.05) as pair:
+        upstreams = root / "upstreams.toml"
+        upstreams.write_text(pair.toml())
+        archive_dir = root / "archive"
+        store_url = f"sqlite:///{root}/store.sqlite3"
+        settings = {
+            "SORA_PROXY_UPSTREAMS_FILE": str(upstreams),
+            "SORA_PROXY_API_KEYS": f"alice:{ALICE},bob:{BOB}",
+            "SORA_PROXY_STORE_URL": store_url,
+            "SORA_PROXY_FETCH_ALLOW_PRIVATE": "true",
+            "SORA_PROXY_POLL_INTERVAL": "0.2",
+            "SORA_PROXY_ARCHIVE_URL": f"file://{archive_dir}",
+            "SORA_PROXY_HANDOFF": "nginx",
+            "SORA_PROXY_TRUSTED_PROXIES": "1",
+            "SORA_PROXY_THREADS": "4",
+        }
+        sites = []
+        for name, cap, workers in (("site", 0, 2), ("capped", CAP, 1)):
+            folder = root / name
+            (folder / "nginx").mkdir(parents=True)
+            proxy = Gunicorn(
+                {**settings, "SORA_PROXY_STREAMS_PER_CALLER": str(cap)},
+                folder / "gunicorn.log",
+                workers=workers,
+            )
+            nginx = Nginx(
+                f"127.0.0.1:{proxy.port}",
+                folder / "nginx",
+                archive_dir=archive_dir,
+                streams_per_caller=cap,
+            )
+            sites.append(Site(proxy, nginx))
+        try:
+            yield Stack(pair.openai, pair.xai, pair.results, archive_dir, store_url, *sites)
+        finally:
+            for site in sites:
+                site.nginx.stop()
+                log = site.proxy.stop()
+                assert OPENAI_KEY not in log and XAI_KEY not in log and ALICE not in log
+                logs = site.nginx.logs()
+                assert "[alert]" not in logs and "[emerg]" not in logs
 
 
 def _sdk(site: Site, key: str = ALICE) -> openai.OpenAI:

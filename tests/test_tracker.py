@@ -25,14 +25,13 @@ import pytest
 import requests
 from PIL import Image
 from servers import served
+from upstream_pair import openai_and_xai
 from webhook_receiver import WebhookReceiver
 
 from sora_proxy import create_app
 from sora_proxy.archive import Archive, open_archive
 from sora_proxy.simulator import FAIL_MARKER, SimulatorServer
-from sora_proxy.simulator.gateways.results import create_result_host_app
 from sora_proxy.simulator.media import load as load_asset
-from sora_proxy.simulator.xai import create_xai_app
 
 MP4, _, _ = load_asset("video")
 THUMBNAIL, _, _ = load_asset("thumbnail")
@@ -85,16 +84,6 @@ class Stack:
         raise AssertionError(f"{video_id} not archived after {timeout} s")
 
 
-def _upstreams(openai_url: str, xai_url: str) -> str:
-    return (
-        f'[[upstream]]\nname = "openai"\nbase_url = "{openai_url}"\napi_key = "{OPENAI_KEY}"\n'
-        '[upstream.models."sora-2"]\n\n'
-        f'[[upstream]]\nname = "xai"\nbase_url = "{xai_url}"\ndialect = "xai"\n'
-        f'api_key = "{XAI_KEY}"\n[upstream.models."grok-imagine-video"]\n'
-        'sizes = ["1280x720", "720x1280"]\nseconds = ["4", "8"]\n'
-    )
-
-
 @contextmanager
 def _stack(
     tmp_path: Path,
@@ -107,52 +96,43 @@ def _stack(
     receiver = WebhookReceiver()
     if receiver_up:
         receiver.start()
-    with (
-        SimulatorServer(api_key=OPENAI_KEY, seconds_per_step=seconds_per_step) as openai_sim,
-        SimulatorServer(app=create_result_host_app()) as results,
-    ):
-        xai_app = create_xai_app(
-            api_key=XAI_KEY,
-            seconds_per_step=seconds_per_step,
-            result_base_url=results.base_url.removesuffix("/v1"),
-        )
-        with SimulatorServer(app=xai_app) as xai_sim:
-            upstreams = tmp_path / "upstreams.toml"
-            upstreams.write_text(_upstreams(openai_sim.base_url, xai_sim.base_url))
-            archive_dir = tmp_path / "archive"
-            archive_url = archive_url or f"file://{archive_dir}"
-            config = {
-                "SORA_PROXY_UPSTREAMS_FILE": str(upstreams),
-                "SORA_PROXY_API_KEYS": f"alice:{ALICE},bob:{BOB}",
-                "SORA_PROXY_STORE_URL": f"sqlite:///{tmp_path}/store.sqlite3",
-                "SORA_PROXY_SPOOL_DIR": str(tmp_path / "spool"),
-                "SORA_PROXY_FETCH_ALLOW_PRIVATE": "true",
-                "SORA_PROXY_POLL_INTERVAL": "0.2",
-                "SORA_PROXY_TRACKER_LEASE": "5",
-                "SORA_PROXY_ARCHIVE_URL": archive_url,
-                "SORA_PROXY_WEBHOOK_URL": receiver.url,
-                "SORA_PROXY_WEBHOOK_SECRET": receiver.secret,
-                "SORA_PROXY_WEBHOOK_ALLOW_PRIVATE": "true",
-                **settings,
-            }
-            proxy = create_app(config)
-            try:
-                with served(proxy) as url:
-                    yield Stack(
-                        openai_sim,
-                        xai_sim,
-                        results,
-                        receiver,
-                        url,
-                        archive_dir,
-                        tmp_path / "store.sqlite3",
-                        archive_url,
-                    )
-            finally:
-                state = proxy.extensions["sora_proxy"]
-                if state.tracker is not None:
-                    state.tracker.stop()
-                receiver.stop()
+    with openai_and_xai(OPENAI_KEY, XAI_KEY, seconds_per_step=seconds_per_step) as pair:
+        upstreams = tmp_path / "upstreams.toml"
+        upstreams.write_text(pair.toml())
+        archive_dir = tmp_path / "archive"
+        archive_url = archive_url or f"file://{archive_dir}"
+        config = {
+            "SORA_PROXY_UPSTREAMS_FILE": str(upstreams),
+            "SORA_PROXY_API_KEYS": f"alice:{ALICE},bob:{BOB}",
+            "SORA_PROXY_STORE_URL": f"sqlite:///{tmp_path}/store.sqlite3",
+            "SORA_PROXY_SPOOL_DIR": str(tmp_path / "spool"),
+            "SORA_PROXY_FETCH_ALLOW_PRIVATE": "true",
+            "SORA_PROXY_POLL_INTERVAL": "0.2",
+            "SORA_PROXY_TRACKER_LEASE": "5",
+            "SORA_PROXY_ARCHIVE_URL": archive_url,
+            "SORA_PROXY_WEBHOOK_URL": receiver.url,
+            "SORA_PROXY_WEBHOOK_SECRET": receiver.secret,
+            "SORA_PROXY_WEBHOOK_ALLOW_PRIVATE": "true",
+            **settings,
+        }
+        proxy = create_app(config)
+        try:
+            with served(proxy) as url:
+                yield Stack(
+                    pair.openai,
+                    pair.xai,
+                    pair.results,
+                    receiver,
+                    url,
+                    archive_dir,
+                    tmp_path / "store.sqlite3",
+                    archive_url,
+                )
+        finally:
+            state = proxy.extensions["sora_proxy"]
+            if state.tracker is not None:
+                state.tracker.stop()
+            receiver.stop()
 
 
 def _create(stack: Stack, model: str, prompt: str, key: str = ALICE) -> str:

@@ -24,30 +24,15 @@ from pathlib import Path
 import pytest
 import requests
 from servers import Gunicorn
+from upstream_pair import openai_and_xai, upstreams_toml
 from webhook_receiver import WebhookReceiver
 
 from sora_proxy.simulator import SimulatorServer
-from sora_proxy.simulator.gateways.results import create_result_host_app
 from sora_proxy.simulator.large import large_body_sha256
 from sora_proxy.simulator.state import FailureSpec
-from sora_proxy.simulator.xai import create_xai_app
 
 ALICE = "sk-alice-cluster"
 OPENAI_KEY, XAI_KEY = "sk-upstream-openai-cluster", "xai-upstream-key-cluster"
-
-
-def _upstreams(openai_url: str, xai_url: str | None) -> str:
-    text = (
-        f'[[upstream]]\nname = "openai"\nbase_url = "{openai_url}"\napi_key = "{OPENAI_KEY}"\n'
-        '[upstream.models."sora-2"]\n'
-    )
-    if xai_url:
-        text += (
-            f'\n[[upstream]]\nname = "xai"\nbase_url = "{xai_url}"\ndialect = "xai"\n'
-            f'api_key = "{XAI_KEY}"\n[upstream.models."grok-imagine-video"]\n'
-            'sizes = ["1280x720", "720x1280"]\nseconds = ["4", "8"]\n'
-        )
-    return text
 
 
 def _settings(tmp_path: Path, upstreams: str, receiver: WebhookReceiver, **extra: str) -> dict:
@@ -109,44 +94,33 @@ def receiver() -> Iterator[WebhookReceiver]:
 def test_two_instances_on_one_redis_follow_fifty_videos(
     tmp_path: Path, redis_server, receiver: WebhookReceiver
 ) -> None:
-    with (
-        SimulatorServer(api_key=OPENAI_KEY, seconds_per_step=0.4) as openai_sim,
-        SimulatorServer(app=create_result_host_app()) as results,
-    ):
-        xai_app = create_xai_app(
-            api_key=XAI_KEY,
-            seconds_per_step=0.4,
-            result_base_url=results.base_url.removesuffix("/v1"),
+    with openai_and_xai(OPENAI_KEY, XAI_KEY, seconds_per_step=0.4) as pair:
+        settings = _settings(
+            tmp_path,
+            pair.toml(),
+            receiver,
+            SORA_PROXY_STORE_URL=redis_server.url,
+            SORA_PROXY_STORE_PREFIX=f"cluster{uuid.uuid4().hex}:",
         )
-        with SimulatorServer(app=xai_app) as xai_sim:
-            settings = _settings(
-                tmp_path,
-                _upstreams(openai_sim.base_url, xai_sim.base_url),
-                receiver,
-                SORA_PROXY_STORE_URL=redis_server.url,
-                SORA_PROXY_STORE_PREFIX=f"cluster{uuid.uuid4().hex}:",
-            )
-            instances = [_instance(tmp_path, name, settings) for name in ("a", "b")]
-            try:
-                jobs = [
-                    (instances[n % 2].url, "sora-2" if n < 25 else "grok-imagine-video")
-                    for n in range(50)
-                ]
-                with ThreadPoolExecutor(8) as pool:
-                    ids = list(
-                        pool.map(lambda job: _create(job[0], job[1], "a harbour at dawn"), jobs)
-                    )
-                events = receiver.wait_for(50, timeout=120)
-                archive = tmp_path / "archive" / "videos"
-                deadline = time.monotonic() + 60
-                while time.monotonic() < deadline:
-                    kept = [archive / v / "spritesheet" for v in ids]
-                    if all(path.exists() for path in kept):
-                        break
-                    time.sleep(0.2)
-                time.sleep(1.0)  # room for a second copy or event, if there were one
-            finally:
-                logs = [instance.stop() for instance in instances]
+        instances = [_instance(tmp_path, name, settings) for name in ("a", "b")]
+        try:
+            jobs = [
+                (instances[n % 2].url, "sora-2" if n < 25 else "grok-imagine-video")
+                for n in range(50)
+            ]
+            with ThreadPoolExecutor(8) as pool:
+                ids = list(pool.map(lambda job: _create(job[0], job[1], "a harbour at dawn"), jobs))
+            events = receiver.wait_for(50, timeout=120)
+            archive = tmp_path / "archive" / "videos"
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                kept = [archive / v / "spritesheet" for v in ids]
+                if all(path.exists() for path in kept):
+                    break
+                time.sleep(0.2)
+            time.sleep(1.0)  # room for a second copy or event, if there were one
+        finally:
+            logs = [instance.stop() for instance in instances]
 
         # Every video ended (completed) and its event arrived once, verified by the SDK.
         assert sorted(event["data"]["id"] for event in events.values()) == sorted(ids)
@@ -155,20 +129,20 @@ def test_two_instances_on_one_redis_follow_fifty_videos(
         assert len(receiver.deliveries) == 50
 
         # No video was ever polled by two trackers at once.
-        assert _overlaps(openai_sim.state.requests) == []
-        assert _overlaps(xai_sim.state.requests) == []
-        xai_polls = [r for r in xai_sim.state.requests if r.method == "GET"]
+        assert _overlaps(pair.openai.state.requests) == []
+        assert _overlaps(pair.xai.state.requests) == []
+        xai_polls = [r for r in pair.xai.state.requests if r.method == "GET"]
         assert xai_polls, "the xAI jobs were polled"
 
         # Each video archived once: one download per variant at the OpenAI simulator, one
         # fetch per result URL at the result host; the rest made from the archived video.
         downloads = Counter(
             (r.path, r.query.get("variant", ["video"])[0])
-            for r in openai_sim.state.requests
+            for r in pair.openai.state.requests
             if r.method == "GET" and r.path.endswith("/content")
         )
         assert len(downloads) == 25 * 3 and set(downloads.values()) == {1}
-        fetched = Counter(r.path for r in results.state.requests if r.method == "GET")
+        fetched = Counter(r.path for r in pair.results.state.requests if r.method == "GET")
         assert len(fetched) == 25 and set(fetched.values()) == {1}
         for video_id in ids:
             for variant in ("video", "thumbnail", "spritesheet"):
@@ -188,7 +162,7 @@ def test_a_worker_killed_mid_archive_leaves_no_partial_bytes_and_the_copy_comple
     size, seed = 24 << 20, 7
     expected = large_body_sha256(size, seed)
     with SimulatorServer(api_key=OPENAI_KEY, seconds_per_step=0.5) as sim:
-        settings = _settings(tmp_path, _upstreams(sim.base_url, None), receiver)
+        settings = _settings(tmp_path, upstreams_toml(sim.base_url, OPENAI_KEY), receiver)
         proxy = _instance(tmp_path, "proxy", settings, workers=1)
         try:
             video_id = _create(proxy.url, "sora-2", "a long river")
