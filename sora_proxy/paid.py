@@ -81,8 +81,7 @@ def post(caller: Caller, paid: PaidRequest) -> Response:
     state = proxy_state()
     records = state.records
     if records is None:
-        if caller.name is not None:  # pass-through callers spend their own keys
-            state.budgets.admit(caller.owner, None)
+        # No store means no identified callers (pass-through, anonymous): nobody to limit.
         upstream, response = _send(state, caller, paid, read_whole=False)
         return stream_back(response, method="POST")
     ticket: Ticket | None = None
