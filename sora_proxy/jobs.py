@@ -170,9 +170,10 @@ def content(
         )
     assert source.path is not None
     headers = forwarded_headers(incoming, read_whole=True)
-    if handoff is not None:
-        headers = {"Accept-Encoding": "identity", "Range": PROBE_RANGE}
-    response = client.send(upstream, method, source.path, headers=headers)
+    probe = {"Accept-Encoding": "identity", "Range": PROBE_RANGE}
+    response = client.send(
+        upstream, method, source.path, headers=headers if handoff is None else probe
+    )
     if response.status_code >= 400 and response.status_code != 416:
         # The upstream's refusal (gone, not ready) in the caller's envelope, not its own words.
         status, answer_headers, body = read_answer(response, method="GET")
@@ -187,6 +188,7 @@ def content(
     handed = handoff.upstream(upstream, source.path, location="fetch")
     if handed is not None:
         return handed
+    # Credentials nginx cannot carry: the caller's own request after all, streamed here.
     return _checked_video(client.send(upstream, method, source.path, headers=headers), method)
 
 
