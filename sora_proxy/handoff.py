@@ -146,21 +146,29 @@ class Handoff:
         port = parts.port or _DEFAULT_PORTS.get(scheme, 80)
         address = _resolve(host, port)
         target = parts.path + (f"?{parts.query}" if parts.query else "")
-        handed = self.target(Target(scheme, address, port, host, target), location, credentials)
-        note_handoff({"handoff": "nginx", "handoff_host": host, "upstream": upstream.name})
-        return handed
+        return self.target(
+            Target(scheme, address, port, host, target), location, credentials, upstream.name
+        )
 
     def target(
-        self, target: Target, location: Location, credentials: Mapping[str, str] | None = None
+        self,
+        target: Target,
+        location: Location,
+        credentials: Mapping[str, str] | None = None,
+        upstream_name: str | None = None,
     ) -> Response:
-        """The hand-off of a GET of ``target`` through the ``location`` internal location."""
+        """The hand-off of a GET of ``target`` through the ``location`` internal location
+        (``upstream_name``: the configured upstream it is, for the log line)."""
         answer = self._answer(f"{self.prefix}/{location}/")
         answer.headers["X-Sora-Handoff-Url"] = target.url
         answer.headers["X-Sora-Handoff-Host"] = target.host_header
         answer.headers["X-Sora-Handoff-Server-Name"] = target.host
         for name, value in (credentials or {}).items():
             answer.headers[name] = value
-        note_handoff({"handoff": "nginx", "handoff_host": target.host_header})
+        noted = {"handoff": "nginx", "handoff_host": target.host_header}
+        if upstream_name is not None:
+            noted["upstream"] = upstream_name
+        note_handoff(noted)
         return answer
 
     def _answer(self, uri: str) -> Response:
